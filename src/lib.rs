@@ -1,0 +1,9 @@
+//! The stemcell builder. Data flows one way through these modules, in this order:
+//! recipe → stage/rootfs → disk → formats → stemcell. A module never calls one before it.
+pub mod output;
+pub mod recipe;
+pub mod stage;
+pub mod rootfs;
+pub mod disk;
+pub mod formats;
+pub mod stemcell;

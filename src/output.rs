@@ -1,0 +1,56 @@
+//! Atomic output files: every file the tool produces is written under a temporary name in the
+//! destination directory and renamed into place only once it is complete, so an interrupted run
+//! or a full disk never leaves a half-written file under the final name.
+
+use anyhow::{bail, Context, Result};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// A file being written; it becomes `path` on [`AtomicOutput::commit`], and is deleted when
+/// dropped without a commit (error, panic, early return).
+pub struct AtomicOutput {
+    temp: Option<tempfile::NamedTempFile>,
+    path: PathBuf,
+}
+
+impl AtomicOutput {
+    /// Starts writing `path`. Refuses an existing `path` unless `force` is set.
+    pub fn create(path: &Path, force: bool) -> Result<Self> {
+        if !force && path.symlink_metadata().is_ok() {
+            bail!("{}: output exists (use --force to overwrite)", path.display());
+        }
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".partial")
+            .tempfile_in(&dir)
+            .with_context(|| format!("{}: cannot create output", path.display()))?;
+        Ok(Self { temp: Some(temp), path: path.to_path_buf() })
+    }
+
+    /// The open temporary file, for writing, seeking and reading back.
+    pub fn file(&mut self) -> &mut File {
+        self.temp.as_mut().expect("not committed").as_file_mut()
+    }
+
+    /// The final path this output becomes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes to disk and renames into place.
+    pub fn commit(mut self) -> Result<()> {
+        let temp = self.temp.take().expect("not committed");
+        temp.as_file()
+            .sync_all()
+            .with_context(|| format!("{}: cannot write output", self.path.display()))?;
+        temp.persist(&self.path)
+            .map_err(|e| e.error)
+            .with_context(|| format!("{}: cannot rename output into place", self.path.display()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,3 @@
+//! Loading and validating `stages/`, OS definitions and `infrastructures/`, and resolving a
+//! build plan from them. Nothing here touches the build machine.
+pub mod stage;

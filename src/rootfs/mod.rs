@@ -1,0 +1,1 @@
+//! The root filesystem: bootstrap, chroot sessions in private namespaces, host tool checks.

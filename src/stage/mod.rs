@@ -1,0 +1,1 @@
+//! Stage actions and the runner that executes a plan's stages in a chroot.

@@ -1,0 +1,1 @@
+//! The stemcell tarball: manifest, image member, packing, light stemcells, inspect and verify.
