@@ -1,3 +1,5 @@
 //! Loading and validating `stages/`, OS definitions and `infrastructures/`, and resolving a
 //! build plan from them. Nothing here touches the build machine.
+pub mod os;
+pub mod plan;
 pub mod stage;

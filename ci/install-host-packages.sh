@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every host package the build and the test suite need, on Debian 12, as root.
+# qemu-utils comes from bookworm-backports on these machines, so qemu-system-x86 must too:
+# the backports suite is added on the same mirror host the existing apt sources use.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+mirror=$(grep -hoE '^(URIs:|deb) +[^ ]+' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null \
+  | grep -oE 'https?://[^ ]+/debian/?$' | head -n1 || true)
+mirror=${mirror%/}
+if [ -n "$mirror" ] && ! grep -rqs 'bookworm-backports' /etc/apt/sources.list.d/ /etc/apt/sources.list; then
+  cat > /etc/apt/sources.list.d/stemcell-backports.sources <<SRC
+Types: deb
+URIs: $mirror
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+fi
+
+apt-get update -qq
+packages=(
+  # disk checks and format round trips
+  qemu-utils libxml2-utils gdisk fdisk dosfstools mtools e2fsprogs bzip2 xz-utils time
+  # OS image
+  debootstrap mmdebstrap debian-archive-keyring ubuntu-keyring gnupg ca-certificates
+  # boot tests
+  ovmf genisoimage cpio
+)
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-utils >/dev/null

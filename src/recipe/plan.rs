@@ -1,0 +1,41 @@
+//! A resolved build plan: the OS definition, the ordered stages that apply to the requested OS
+//! and infrastructure, each with its actions already filtered by their conditions, and a cache
+//! key that covers the stage's content and everything before it.
+
+use super::os::OsDefinition;
+use super::stage::{Action, Phase};
+use std::path::PathBuf;
+
+/// One stage ready to run.
+#[derive(Clone, Debug)]
+pub struct PlannedStage {
+    pub name: String,
+    /// The stage file, for error messages and logs.
+    pub file: PathBuf,
+    pub phase: Phase,
+    pub description: String,
+    /// Actions whose conditions hold for this build, in file order. Template strings are not
+    /// rendered yet: the runner renders them with [`Plan::vars`].
+    pub actions: Vec<Action>,
+    /// Hex digest of: the previous stage's key, the stage file bytes, every asset the stage
+    /// reads, and the variables it uses. Equal keys mean the cached result can be reused.
+    pub key: String,
+}
+
+/// Everything a build needs to know, resolved and validated before any work starts.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub os: OsDefinition,
+    /// Infrastructure for the stemcell phase; `None` for an OS image alone.
+    pub infrastructure: Option<String>,
+    /// The archive URL to bootstrap from (after `--mirror`, BUILD_TIME and host defaults).
+    pub mirror: String,
+    /// Directory holding `assets/` (the repository root or the installed share directory).
+    pub assets_dir: PathBuf,
+    /// Cache key of the bootstrap step (OS definition, mirror, package set).
+    pub bootstrap_key: String,
+    pub stages: Vec<PlannedStage>,
+    /// Variables available to every template: os.*, infrastructure, stemcell_version,
+    /// build_time, passwords.*, packages.* (see recipe::vars).
+    pub vars: tera::Context,
+}
