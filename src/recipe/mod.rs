@@ -3,3 +3,4 @@
 pub mod os;
 pub mod plan;
 pub mod stage;
+pub mod resolve;

@@ -1,1 +1,2 @@
 //! The root filesystem: bootstrap, chroot sessions in private namespaces, host tool checks.
+pub mod chroot;
