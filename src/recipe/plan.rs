@@ -39,3 +39,14 @@ pub struct Plan {
     /// build_time, passwords.*, packages.* (see recipe::vars).
     pub vars: tera::Context,
 }
+
+/// The cache contract with the runner: the result of the step with `key` (a stage, or the
+/// bootstrap with [`Plan::bootstrap_key`]) is cached iff this file exists.
+pub fn layer_done_marker(work_dir: &std::path::Path, key: &str) -> PathBuf {
+    work_dir.join("layers").join(format!("{key}.done"))
+}
+
+/// The first characters of a key, for people.
+pub fn short_key(key: &str) -> &str {
+    &key[..key.len().min(12)]
+}
