@@ -241,8 +241,38 @@ fn os_image(_a: OsImageArgs) -> Result<()> {
     bail!("os-image: not implemented yet")
 }
 
-fn plan(_a: PlanArgs) -> Result<()> {
-    bail!("plan: not implemented yet")
+fn plan(a: PlanArgs) -> Result<()> {
+    use stemcell::recipe::plan::{layer_done_marker, short_key};
+    use stemcell::recipe::resolve::{project_root, resolve, PlanOptions};
+    let options = PlanOptions {
+        os: a.os,
+        infrastructure: a.infrastructure,
+        mirror: a.mirror,
+        build_time: std::env::var("BUILD_TIME").ok().filter(|t| !t.is_empty()),
+        ..Default::default()
+    };
+    let plan = resolve(&project_root(), &options)?;
+    let status = |key: &str| {
+        if layer_done_marker(&a.work_dir, key).exists() { "cached" } else { "to run" }
+    };
+    println!("os: {}  mirror: {}", plan.os.name, plan.mirror);
+    println!(
+        "{:<9} {:<30} {:<12} {:<7} {}",
+        "PHASE", "STAGE", "KEY", "STATUS", "DESCRIPTION"
+    );
+    let bootstrap = format!("{} {}", plan.os.family, plan.os.suite);
+    let key = &plan.bootstrap_key;
+    println!(
+        "{:<9} {:<30} {:<12} {:<7} {}",
+        "bootstrap", "bootstrap", short_key(key), status(key), bootstrap
+    );
+    for s in &plan.stages {
+        println!(
+            "{:<9} {:<30} {:<12} {:<7} {}",
+            s.phase.to_string(), s.name, short_key(&s.key), status(&s.key), s.description
+        );
+    }
+    Ok(())
 }
 
 fn test_image(_a: TestImageArgs) -> Result<()> {

@@ -35,7 +35,8 @@ impl KeyHasher {
 /// The bootstrap key: the OS definition file, the mirror, and the bootstrap package set.
 pub fn bootstrap_key(os_file_bytes: &[u8], mirror: &str, include: &[String]) -> String {
     let mut h = KeyHasher::new("bootstrap");
-    h.part("os", os_file_bytes).part("mirror", mirror.as_bytes());
+    h.part("os", os_file_bytes)
+        .part("mirror", mirror.as_bytes());
     for p in include {
         h.part("include", p.as_bytes());
     }

@@ -33,7 +33,12 @@ pub fn load_phase(root: &Path, phase: Phase) -> Result<Vec<LoadedStage>> {
         .map(|file| {
             let bytes = read_file(&file)?;
             let stage = parse_yaml(&file, &bytes)?;
-            Ok(LoadedStage { file, folder: phase, bytes, stage })
+            Ok(LoadedStage {
+                file,
+                folder: phase,
+                bytes,
+                stage,
+            })
         })
         .collect()
 }
@@ -41,15 +46,20 @@ pub fn load_phase(root: &Path, phase: Phase) -> Result<Vec<LoadedStage>> {
 /// The `*.yaml` files directly in `dir`, sorted by name. A `*.yml` file is an error (it would
 /// otherwise be silently ignored).
 pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("{}: cannot read directory", dir.display()))?;
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot read directory", dir.display()))?;
     let mut files = Vec::new();
     for entry in entries {
-        let path = entry.with_context(|| format!("{}: cannot read directory", dir.display()))?.path();
+        let path = entry
+            .with_context(|| format!("{}: cannot read directory", dir.display()))?
+            .path();
         match path.extension().and_then(|e| e.to_str()) {
             Some("yaml") => files.push(path),
             Some("yml") => {
-                return Err(anyhow!("{}: rename to .yaml (only *.yaml files are loaded)", path.display()))
+                return Err(anyhow!(
+                    "{}: rename to .yaml (only *.yaml files are loaded)",
+                    path.display()
+                ))
             }
             _ => {}
         }
@@ -74,7 +84,13 @@ fn yaml_error(file: &Path, e: &serde_yaml::Error) -> String {
         Some(loc) => {
             let suffix = format!(" at line {} column {}", loc.line(), loc.column());
             let message = message.replace(&suffix, "");
-            format!("{}:{}:{}: {}", file.display(), loc.line(), loc.column(), message)
+            format!(
+                "{}:{}:{}: {}",
+                file.display(),
+                loc.line(),
+                loc.column(),
+                message
+            )
         }
         None => format!("{}: {}", file.display(), message),
     }

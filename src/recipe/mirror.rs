@@ -21,7 +21,10 @@ pub fn choose(
     if let Some(t) = build_time {
         check_build_time(t)?;
         let Some(pattern) = &os.snapshot_mirror else {
-            bail!("BUILD_TIME is set but OS `{}` has no snapshot_mirror", os.name);
+            bail!(
+                "BUILD_TIME is set but OS `{}` has no snapshot_mirror",
+                os.name
+            );
         };
         return Ok(pattern.replace("{timestamp}", t));
     }
@@ -68,16 +71,34 @@ pub fn host_apt_mirror(etc_apt: &Path, suite: &str) -> Result<String> {
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
     files.sort();
-    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "sources")) {
-        sources.extend(parse_deb822(&std::fs::read_to_string(f).unwrap_or_default()));
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "sources"))
+    {
+        sources.extend(parse_deb822(
+            &std::fs::read_to_string(f).unwrap_or_default(),
+        ));
     }
     let mut lists = vec![etc_apt.join("sources.list")];
-    lists.extend(files.iter().filter(|f| f.extension().is_some_and(|e| e == "list")).cloned());
+    lists.extend(
+        files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "list"))
+            .cloned(),
+    );
     for f in lists {
-        sources.extend(parse_one_line(&std::fs::read_to_string(f).unwrap_or_default()));
+        sources.extend(parse_one_line(
+            &std::fs::read_to_string(f).unwrap_or_default(),
+        ));
     }
-    let exact = sources.iter().find(|(_, suites)| suites.iter().any(|s| s == suite));
-    let any = || sources.iter().find(|(_, suites)| !suites.iter().any(|s| s.ends_with("-security")));
+    let exact = sources
+        .iter()
+        .find(|(_, suites)| suites.iter().any(|s| s == suite));
+    let any = || {
+        sources
+            .iter()
+            .find(|(_, suites)| !suites.iter().any(|s| s.ends_with("-security")))
+    };
     match exact.or_else(any) {
         Some((uri, _)) => check_url(uri, &format!("host apt source in {}", etc_apt.display())),
         None => bail!(
@@ -94,7 +115,8 @@ fn parse_deb822(text: &str) -> Vec<(String, Vec<String>)> {
         let field = |name: &str| {
             stanza.lines().find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                (!l.starts_with('#') && k.trim().eq_ignore_ascii_case(name)).then(|| v.trim().to_string())
+                (!l.starts_with('#') && k.trim().eq_ignore_ascii_case(name))
+                    .then(|| v.trim().to_string())
             })
         };
         let deb = field("Types").is_some_and(|t| t.split_whitespace().any(|t| t == "deb"));
@@ -102,7 +124,10 @@ fn parse_deb822(text: &str) -> Vec<(String, Vec<String>)> {
         if let (true, true, Some(uris)) = (deb, enabled, field("URIs")) {
             if let Some(uri) = uris.split_whitespace().next() {
                 let suites = field("Suites").unwrap_or_default();
-                out.push((uri.to_string(), suites.split_whitespace().map(String::from).collect()));
+                out.push((
+                    uri.to_string(),
+                    suites.split_whitespace().map(String::from).collect(),
+                ));
             }
         }
     }
@@ -113,7 +138,9 @@ fn parse_deb822(text: &str) -> Vec<(String, Vec<String>)> {
 fn parse_one_line(text: &str) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
     for line in text.lines().map(str::trim) {
-        let Some(rest) = line.strip_prefix("deb ") else { continue };
+        let Some(rest) = line.strip_prefix("deb ") else {
+            continue;
+        };
         let rest = rest.trim_start();
         let rest = match rest.strip_prefix('[') {
             Some(r) => r.split_once(']').map_or("", |(_, r)| r),
@@ -146,19 +173,30 @@ mod tests {
              Types: deb\n# comment: x\nURIs: http://mirror.example/debian/\nSuites: bookworm bookworm-updates\n",
             "",
         );
-        assert_eq!(host_apt_mirror(d.path(), "bookworm").unwrap(), "http://mirror.example/debian");
+        assert_eq!(
+            host_apt_mirror(d.path(), "bookworm").unwrap(),
+            "http://mirror.example/debian"
+        );
     }
 
     #[test]
     fn one_line_sources_list_with_options() {
-        let d = apt_dir("", "# x\ndeb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm main\n");
-        assert_eq!(host_apt_mirror(d.path(), "bookworm").unwrap(), "http://m.example/debian");
+        let d = apt_dir(
+            "",
+            "# x\ndeb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm main\n",
+        );
+        assert_eq!(
+            host_apt_mirror(d.path(), "bookworm").unwrap(),
+            "http://m.example/debian"
+        );
     }
 
     #[test]
     fn no_source_is_a_clear_error() {
         let d = apt_dir("", "");
-        let e = host_apt_mirror(d.path(), "bookworm").unwrap_err().to_string();
+        let e = host_apt_mirror(d.path(), "bookworm")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("no Debian mirror found in "), "{e}");
         assert!(e.ends_with("pass --mirror"), "{e}");
     }

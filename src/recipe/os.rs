@@ -100,8 +100,15 @@ pub fn load(root: &Path, name: &str) -> Result<LoadedOs> {
     }
     if let Some(pattern) = &definition.snapshot_mirror {
         if !pattern.contains("{timestamp}") {
-            bail!("{}: snapshot_mirror `{pattern}` has no `{{timestamp}}`", file.display());
+            bail!(
+                "{}: snapshot_mirror `{pattern}` has no `{{timestamp}}`",
+                file.display()
+            );
         }
     }
-    Ok(LoadedOs { definition, file, bytes })
+    Ok(LoadedOs {
+        definition,
+        file,
+        bytes,
+    })
 }

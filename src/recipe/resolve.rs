@@ -64,9 +64,16 @@ pub fn resolve(root: &Path, options: &PlanOptions) -> Result<Plan> {
 
 /// [`resolve`] with the host apt configuration read from `etc_apt` (tests).
 pub fn resolve_with_apt(root: &Path, options: &PlanOptions, etc_apt: &Path) -> Result<Plan> {
-    let os_name = if options.os.is_empty() { os::DEFAULT_OS } else { &options.os };
+    let os_name = if options.os.is_empty() {
+        os::DEFAULT_OS
+    } else {
+        &options.os
+    };
     let loaded_os = os::load(root, os_name)?;
-    let known = KnownNames { os: os::names(root)?, infrastructures: infrastructure_names(root)? };
+    let known = KnownNames {
+        os: os::names(root)?,
+        infrastructures: infrastructure_names(root)?,
+    };
     if let Some(infra) = &options.infrastructure {
         match &known.infrastructures {
             Some(valid) if !valid.contains(infra) => bail!(
@@ -87,7 +94,12 @@ pub fn resolve_with_apt(root: &Path, options: &PlanOptions, etc_apt: &Path) -> R
     validate_all(&all, &assets_dir, &known)?;
 
     let osd = &loaded_os.definition;
-    let chosen = mirror::choose(osd, options.mirror.as_deref(), options.build_time.as_deref(), etc_apt)?;
+    let chosen = mirror::choose(
+        osd,
+        options.mirror.as_deref(),
+        options.build_time.as_deref(),
+        etc_apt,
+    )?;
     let archive = match (&options.mirror, &options.build_time) {
         // An explicit mirror is also what the image keeps; a snapshot is not.
         (Some(_), _) => chosen.clone(),
@@ -99,7 +111,10 @@ pub fn resolve_with_apt(root: &Path, options: &PlanOptions, etc_apt: &Path) -> R
         archive_mirror: &archive,
         build_time: options.build_time.as_deref(),
         infrastructure: options.infrastructure.as_deref(),
-        stemcell_version: options.stemcell_version.as_deref().unwrap_or(DEFAULT_STEMCELL_VERSION),
+        stemcell_version: options
+            .stemcell_version
+            .as_deref()
+            .unwrap_or(DEFAULT_STEMCELL_VERSION),
         extra_vars: &options.extra_vars,
     })?;
 
@@ -153,12 +168,14 @@ fn plan_stage(
 ) -> Result<PlannedStage> {
     let file = s.file.display();
     let mut key = KeyHasher::new("stage");
-    key.part("previous", previous.as_bytes()).part("stage file", &s.bytes);
+    key.part("previous", previous.as_bytes())
+        .part("stage file", &s.bytes);
     let mut actions = Vec::new();
     for (i, entry) in s.stage.actions.iter().enumerate() {
-        let applies = entry.when.as_ref().is_none_or(|w| {
-            w.matches(&osd.name, &osd.family, options.infrastructure.as_deref())
-        });
+        let applies = entry
+            .when
+            .as_ref()
+            .is_none_or(|w| w.matches(&osd.name, &osd.family, options.infrastructure.as_deref()));
         if !applies {
             continue;
         }
@@ -170,9 +187,11 @@ fn plan_stage(
             key.part(&field, rendered.as_bytes());
         }
         for asset in entry.action.assets() {
-            let path = asset_path(assets_dir, asset.path()).map_err(|e| anyhow!("{file}: {label}: {e}"))?;
+            let path = asset_path(assets_dir, asset.path())
+                .map_err(|e| anyhow!("{file}: {label}: {e}"))?;
             let bytes = read_file(&path)?;
-            key.part("asset", asset.path().as_bytes()).part("asset bytes", &bytes);
+            key.part("asset", asset.path().as_bytes())
+                .part("asset bytes", &bytes);
             if let AssetUse::Template(_) = asset {
                 let text = String::from_utf8_lossy(&bytes);
                 let rendered = template::render(&text, context)

@@ -107,7 +107,11 @@ impl<'de> serde::de::Visitor<'de> for ActionEntryVisitor {
     type Value = ActionEntry;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "an action: a map with one of {}", ACTION_NAMES.join(", "))
+        write!(
+            f,
+            "an action: a map with one of {}",
+            ACTION_NAMES.join(", ")
+        )
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ActionEntry, A::Error> {
@@ -144,7 +148,10 @@ impl<'de> serde::de::Visitor<'de> for ActionEntryVisitor {
             });
         }
         let action = action.ok_or_else(|| {
-            A::Error::custom(format!("missing action: expected one of {}", ACTION_NAMES.join(", ")))
+            A::Error::custom(format!(
+                "missing action: expected one of {}",
+                ACTION_NAMES.join(", ")
+            ))
         })?;
         Ok(ActionEntry { when, action })
     }
@@ -423,7 +430,9 @@ impl Action {
     /// The assets under `assets/` this action reads.
     pub fn assets(&self) -> Vec<AssetUse<'_>> {
         match self {
-            Action::File(FileAction { source: Some(s), .. }) => vec![AssetUse::Static(s)],
+            Action::File(FileAction {
+                source: Some(s), ..
+            }) => vec![AssetUse::Static(s)],
             Action::Template(t) => vec![AssetUse::Template(&t.template)],
             _ => Vec::new(),
         }

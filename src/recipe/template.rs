@@ -1,7 +1,6 @@
 //! Rendering Tera templates the same way at planning time and at build time: no autoescaping
 //! (the outputs are config files, not HTML), errors reduced to one line.
 
-
 /// Renders `text` with `vars`. The error is one line: an undefined variable reads
 /// "undefined variable `os.nme`", a syntax error gives Tera's position and expectation.
 pub fn render(text: &str, vars: &tera::Context) -> Result<String, String> {
@@ -10,7 +9,9 @@ pub fn render(text: &str, vars: &tera::Context) -> Result<String, String> {
 
 /// Checks that `text` parses as a Tera template, without rendering it.
 pub fn check_syntax(text: &str) -> Result<(), String> {
-    tera::Tera::default().add_raw_template("template", text).map_err(|e| one_line(&e))
+    tera::Tera::default()
+        .add_raw_template("template", text)
+        .map_err(|e| one_line(&e))
 }
 
 /// The innermost useful message of a Tera error chain, on one line.
@@ -55,12 +56,18 @@ mod tests {
 
     #[test]
     fn renders_without_escaping() {
-        assert_eq!(render("<{{ os.name }}>&", &vars()).unwrap(), "<ubuntu-noble>&");
+        assert_eq!(
+            render("<{{ os.name }}>&", &vars()).unwrap(),
+            "<ubuntu-noble>&"
+        );
     }
 
     #[test]
     fn undefined_variable_is_named() {
-        assert_eq!(render("x {{ os.nme }}", &vars()).unwrap_err(), "undefined variable `os.nme`");
+        assert_eq!(
+            render("x {{ os.nme }}", &vars()).unwrap_err(),
+            "undefined variable `os.nme`"
+        );
     }
 
     #[test]

@@ -24,7 +24,11 @@ pub fn validate_all(stages: &[LoadedStage], assets_dir: &Path, known: &KnownName
     for s in stages {
         let file = s.file.display();
         if let Some(first) = seen.insert(&s.stage.name, &s.file) {
-            bail!("{file}: stage name `{}` is already used by {}", s.stage.name, first.display());
+            bail!(
+                "{file}: stage name `{}` is already used by {}",
+                s.stage.name,
+                first.display()
+            );
         }
         if s.stage.phase != s.folder {
             bail!(
@@ -54,7 +58,9 @@ pub fn action_label(index: usize, entry: &ActionEntry) -> String {
 pub fn asset_path(assets_dir: &Path, relative: &str) -> Result<PathBuf, String> {
     let p = Path::new(relative);
     if relative.is_empty() || !p.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(format!("asset path `{relative}` must be relative to assets/ without `..`"));
+        return Err(format!(
+            "asset path `{relative}` must be relative to assets/ without `..`"
+        ));
     }
     Ok(assets_dir.join(p))
 }
@@ -74,12 +80,17 @@ fn check_action(
     for asset in entry.action.assets() {
         let path = asset_path(assets_dir, asset.path())?;
         if !path.is_file() {
-            return Err(format!("asset `{}` not found: {} does not exist", asset.path(), path.display()));
+            return Err(format!(
+                "asset `{}` not found: {} does not exist",
+                asset.path(),
+                path.display()
+            ));
         }
         if let AssetUse::Template(_) = asset {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("template {}: cannot read as text: {e}", path.display()))?;
-            template::check_syntax(&text).map_err(|e| format!("template {}: {e}", path.display()))?;
+            template::check_syntax(&text)
+                .map_err(|e| format!("template {}: {e}", path.display()))?;
         }
     }
     if let super::stage::Action::File(f) = &entry.action {
@@ -96,12 +107,18 @@ fn check_action(
 fn check_when(when: &When, phase: Phase, known: &KnownNames) -> Result<(), String> {
     for name in when.os.iter().chain(&when.not_os) {
         if !known.os.contains(name) {
-            return Err(format!("unknown OS `{name}`: expected one of {}", known.os.join(", ")));
+            return Err(format!(
+                "unknown OS `{name}`: expected one of {}",
+                known.os.join(", ")
+            ));
         }
     }
     for name in &when.os_family {
         if !FAMILIES.contains(&name.as_str()) {
-            return Err(format!("unknown OS family `{name}`: expected one of {}", FAMILIES.join(", ")));
+            return Err(format!(
+                "unknown OS family `{name}`: expected one of {}",
+                FAMILIES.join(", ")
+            ));
         }
     }
     if phase == Phase::OsImage && when.mentions_infrastructure() {

@@ -38,9 +38,14 @@ pub struct VarInputs<'a> {
 /// All variables as a JSON object. `extra_vars` override built-ins; a dotted name nests.
 pub fn build(inputs: &VarInputs) -> Result<Value> {
     let os = inputs.os;
-    let mut packages: Map<String, Value> =
-        os.packages.iter().map(|(k, v)| (k.clone(), Value::from(v.as_str()))).collect();
-    packages.entry("kernel").or_insert_with(|| Value::from(os.kernel_package.as_str()));
+    let mut packages: Map<String, Value> = os
+        .packages
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::from(v.as_str())))
+        .collect();
+    packages
+        .entry("kernel")
+        .or_insert_with(|| Value::from(os.kernel_package.as_str()));
     let mut vars = json!({
         "os": {
             "name": os.name, "family": os.family, "suite": os.suite, "version": os.version,
@@ -89,7 +94,9 @@ fn set_dotted(vars: &mut Value, name: &str, value: &str) -> Result<()> {
     let mut node = vars;
     for part in &parts[..parts.len() - 1] {
         let map = node.as_object_mut().expect("walk only through objects");
-        let next = map.entry(*part).or_insert_with(|| Value::Object(Map::new()));
+        let next = map
+            .entry(*part)
+            .or_insert_with(|| Value::Object(Map::new()));
         if !next.is_object() {
             bail!("variable `{name}`: `{part}` is a value, not a group");
         }
@@ -110,7 +117,10 @@ mod tests {
         let mut v = json!({"passwords": {"vcap": "old"}, "x": "1"});
         set_dotted(&mut v, "passwords.vcap", "new").unwrap();
         set_dotted(&mut v, "agent.url", "u").unwrap();
-        assert_eq!(v, json!({"passwords": {"vcap": "new"}, "x": "1", "agent": {"url": "u"}}));
+        assert_eq!(
+            v,
+            json!({"passwords": {"vcap": "new"}, "x": "1", "agent": {"url": "u"}})
+        );
         assert_eq!(
             set_dotted(&mut v, "x.y", "z").unwrap_err().to_string(),
             "variable `x.y`: `x` is a value, not a group"
