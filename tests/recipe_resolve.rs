@@ -248,6 +248,17 @@ fn os_image_keys_ignore_infrastructure_and_version() {
 }
 
 #[test]
+fn from_stage_names_a_planned_stage() {
+    let root = fixture_root();
+    let p = plan(root.path(), &options("ubuntu-noble", Some("aws")));
+    assert_eq!(p.stage_index("kernel").unwrap(), 2);
+    assert_eq!(
+        p.stage_index("debian-tweaks").unwrap_err().to_string(),
+        "unknown stage `debian-tweaks`: expected one of base-apt, bosh-users, kernel, agent-settings"
+    );
+}
+
+#[test]
 fn layer_marker_path_is_the_runner_contract() {
     assert_eq!(
         layer_done_marker(Path::new("/var/cache/stemcell"), "abc"),

@@ -50,3 +50,20 @@ pub fn layer_done_marker(work_dir: &std::path::Path, key: &str) -> PathBuf {
 pub fn short_key(key: &str) -> &str {
     &key[..key.len().min(12)]
 }
+
+impl Plan {
+    /// The index in [`Plan::stages`] of the stage named `name` (for `--from-stage`). An unknown
+    /// name is an error listing the planned stages.
+    pub fn stage_index(&self, name: &str) -> anyhow::Result<usize> {
+        self.stages
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
+                anyhow::anyhow!(
+                    "unknown stage `{name}`: expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `os.name`, `os.family`, `os.suite`, `os.version` | from the OS definition |
 //! | `os.components`, `os.extra_suites` | lists, for apt sources |
+//! | `os.keyring` | the archive keyring file on the build host |
 //! | `os.mirror` | archive URL the build uses (after `--mirror` and BUILD_TIME) |
 //! | `os.archive_mirror` | archive URL without snapshot: what the shipped image points at |
 //! | `build_time` | BUILD_TIME, or "" |
@@ -51,6 +52,7 @@ pub fn build(inputs: &VarInputs) -> Result<Value> {
             "name": os.name, "family": os.family, "suite": os.suite, "version": os.version,
             "components": os.components, "extra_suites": os.extra_suites,
             "mirror": inputs.mirror, "archive_mirror": inputs.archive_mirror,
+            "keyring": os.keyring,
         },
         "build_time": inputs.build_time.unwrap_or(""),
         "passwords": { "vcap": DEFAULT_PASSWORD_HASH, "root": DEFAULT_PASSWORD_HASH },
