@@ -252,25 +252,21 @@ fn plan(a: PlanArgs) -> Result<()> {
         ..Default::default()
     };
     let plan = resolve(&project_root(), &options)?;
-    let status = |key: &str| {
-        if layer_done_marker(&a.work_dir, key).exists() { "cached" } else { "to run" }
+    let row = |phase: &str, name: &str, key: &str, status: &str, description: &str| {
+        println!("{phase:<9} {name:<30} {key:<12} {status:<7} {description}");
+    };
+    let status = |key: &str| match layer_done_marker(&a.work_dir, key).exists() {
+        true => "cached",
+        false => "to run",
     };
     println!("os: {}  mirror: {}", plan.os.name, plan.mirror);
-    println!(
-        "{:<9} {:<30} {:<12} {:<7} {}",
-        "PHASE", "STAGE", "KEY", "STATUS", "DESCRIPTION"
-    );
-    let bootstrap = format!("{} {}", plan.os.family, plan.os.suite);
+    row("PHASE", "STAGE", "KEY", "STATUS", "DESCRIPTION");
     let key = &plan.bootstrap_key;
-    println!(
-        "{:<9} {:<30} {:<12} {:<7} {}",
-        "bootstrap", "bootstrap", short_key(key), status(key), bootstrap
-    );
+    let what = format!("{} {}", plan.os.family, plan.os.suite);
+    row("bootstrap", "bootstrap", short_key(key), status(key), &what);
     for s in &plan.stages {
-        println!(
-            "{:<9} {:<30} {:<12} {:<7} {}",
-            s.phase.to_string(), s.name, short_key(&s.key), status(&s.key), s.description
-        );
+        let phase = s.phase.to_string();
+        row(&phase, &s.name, short_key(&s.key), status(&s.key), &s.description);
     }
     Ok(())
 }
