@@ -32,14 +32,13 @@ impl KeyHasher {
     }
 }
 
-/// The bootstrap key: the OS definition file, the mirror, and the bootstrap package set.
-pub fn bootstrap_key(os_file_bytes: &[u8], mirror: &str, include: &[String]) -> String {
+/// The bootstrap key: the OS definition file, the mirror, and the bootstrap package set
+/// (the mmdebstrap variant).
+pub fn bootstrap_key(os_file_bytes: &[u8], mirror: &str, variant: &str) -> String {
     let mut h = KeyHasher::new("bootstrap");
     h.part("os", os_file_bytes)
-        .part("mirror", mirror.as_bytes());
-    for p in include {
-        h.part("include", p.as_bytes());
-    }
+        .part("mirror", mirror.as_bytes())
+        .part("variant", variant.as_bytes());
     h.finish()
 }
 
@@ -65,10 +64,10 @@ mod tests {
 
     #[test]
     fn bootstrap_key_covers_mirror_and_packages() {
-        let k = bootstrap_key(b"os", "http://a", &[]);
-        assert_eq!(k, bootstrap_key(b"os", "http://a", &[]));
-        assert_ne!(k, bootstrap_key(b"os", "http://b", &[]));
-        assert_ne!(k, bootstrap_key(b"os", "http://a", &["vim".into()]));
-        assert_ne!(k, bootstrap_key(b"os2", "http://a", &[]));
+        let k = bootstrap_key(b"os", "http://a", "minbase");
+        assert_eq!(k, bootstrap_key(b"os", "http://a", "minbase"));
+        assert_ne!(k, bootstrap_key(b"os", "http://b", "minbase"));
+        assert_ne!(k, bootstrap_key(b"os", "http://a", "buildd"));
+        assert_ne!(k, bootstrap_key(b"os2", "http://a", "minbase"));
     }
 }

@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 /// The OS built when none is named.
 pub const DEFAULT_OS: &str = "ubuntu-noble";
 
+/// The bootstrap's package set: mmdebstrap's `--variant`. Everything else is installed by
+/// stages, so the bootstrap layer stays small and shared. Part of the bootstrap cache key.
+pub const BOOTSTRAP_VARIANT: &str = "minbase";
+
 /// The OS families stages may test with `when: { os_family: [...] }`.
 pub const FAMILIES: &[&str] = &["ubuntu", "debian"];
 
@@ -42,10 +46,6 @@ pub struct OsDefinition {
     /// Package names that differ between distributions: variable name → package name(s).
     #[serde(default)]
     pub packages: BTreeMap<String, String>,
-    /// Extra packages the bootstrap (debootstrap/mmdebstrap `--include`) installs into the
-    /// minimal base. Part of the bootstrap cache key.
-    #[serde(default)]
-    pub bootstrap_include: Vec<String>,
 }
 
 /// An OS definition with the file it came from and its bytes (hashed into the bootstrap key).

@@ -118,7 +118,7 @@ pub fn resolve_with_apt(root: &Path, options: &PlanOptions, etc_apt: &Path) -> R
         extra_vars: &options.extra_vars,
     })?;
 
-    let bootstrap = bootstrap_key(&loaded_os.bytes, &chosen, &osd.bootstrap_include);
+    let bootstrap = bootstrap_key(&loaded_os.bytes, &chosen, os::BOOTSTRAP_VARIANT);
     let mut previous = bootstrap.clone();
     let mut stages = Vec::new();
     let mut phases = vec![Phase::OsImage];
