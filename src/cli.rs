@@ -147,6 +147,12 @@ pub struct PlanArgs {
     pub infrastructure: Option<String>,
     #[arg(long)]
     pub mirror: Option<String>,
+    /// Stemcell version (stemcell phase).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// A template variable, e.g. `passwords.vcap=$6$...` or `agent_sha256=...`; repeatable.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
     #[arg(long, default_value = "/var/cache/stemcell")]
     pub work_dir: PathBuf,
 }
@@ -249,7 +255,15 @@ fn plan(a: PlanArgs) -> Result<()> {
         infrastructure: a.infrastructure,
         mirror: a.mirror,
         build_time: std::env::var("BUILD_TIME").ok().filter(|t| !t.is_empty()),
-        ..Default::default()
+        stemcell_version: a.version,
+        extra_vars: a
+            .vars
+            .iter()
+            .map(|v| match v.split_once('=') {
+                Some((name, value)) => Ok((name.to_string(), value.to_string())),
+                None => bail!("--var {v}: expected NAME=VALUE"),
+            })
+            .collect::<Result<_>>()?,
     };
     let plan = resolve(&project_root(), &options)?;
     let row = |phase: &str, name: &str, key: &str, status: &str, description: &str| {

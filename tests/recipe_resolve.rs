@@ -466,6 +466,42 @@ fn cli_plan_shows_cached_and_to_run() {
     );
     assert_eq!(lines.len(), 5, "{stdout}");
 
+    // --var and --version reach the templates: the agent-settings key follows the version.
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stemcell"))
+            .args([
+                "plan",
+                "--os",
+                "ubuntu-jammy",
+                "--infrastructure",
+                "aws",
+                "--work-dir",
+            ])
+            .arg(work.path())
+            .args(extra)
+            .env("STEMCELL_HOME", root.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let mut o = options("ubuntu-jammy", Some("aws"));
+    o.stemcell_version = Some("1.606".into());
+    o.extra_vars = vec![("passwords.vcap".into(), "$6$x".into())];
+    let expected = plan(root.path(), &o);
+    let shown = run(&["--version", "1.606", "--var", "passwords.vcap=$6$x"]);
+    for s in &expected.stages {
+        assert!(
+            shown.contains(&s.key[..12]),
+            "{} missing in\n{shown}",
+            s.name
+        );
+    }
+
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_stemcell"))
         .args(["plan", "--os", "centos"])
         .env("STEMCELL_HOME", root.path())
