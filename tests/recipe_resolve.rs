@@ -334,12 +334,12 @@ fn error_wrong_type() {
 fn error_unknown_variable_in_stage_template() {
     assert_eq!(
         stage_error(&format!("{HEAD}  - group: {{ name: a }}\n  - file: {{ path: /etc/x, content: \"{{{{ os.codename }}}}\" }}\n")),
-        "<root>/stages/os-image/40-bad.yaml: actions[1] (file): content: undefined variable `os.codename`"
+        "<root>/stages/os-image/40-bad.yaml:6: actions[1] (file): content: undefined variable `os.codename`"
     );
     // OS-image stages cannot see stemcell-only variables.
     assert_eq!(
         stage_error(&format!("{HEAD}  - run: {{ script: \"echo {{{{ stemcell_version }}}}\" }}\n")),
-        "<root>/stages/os-image/40-bad.yaml: actions[0] (run): script: undefined variable `stemcell_version`"
+        "<root>/stages/os-image/40-bad.yaml:5: actions[0] (run): script: undefined variable `stemcell_version`"
     );
 }
 
@@ -350,14 +350,14 @@ fn error_unknown_variable_in_asset_template() {
         "{\"x\": \"{{ infrastructure.name }}\", \"y\": \"{{ agent_url }}\"}\n",
         &options("ubuntu-noble", Some("aws")),
     );
-    assert!(err.starts_with("<root>/stages/stemcell/20-agent-settings.yaml: actions[1] (template): template <root>/assets/agent/agent.json.tera: "), "{err}");
+    assert!(err.starts_with("<root>/stages/stemcell/20-agent-settings.yaml:6: actions[1] (template): template <root>/assets/agent/agent.json.tera: "), "{err}");
 }
 
 #[test]
 fn error_template_syntax() {
     assert_eq!(
         stage_error(&format!("{HEAD}  - run: {{ script: \"echo {{{{ os.name \" }}\n")),
-        "<root>/stages/os-image/40-bad.yaml: actions[0] (run): script: template syntax error at 1:17: expected `or`, `and`, `not`, `<=`, `>=`, `<`, `>`, `==`, `!=`, `+`, `-`, `*`, `/`, `%`, a filter, or a variable end (`}}`)"
+        "<root>/stages/os-image/40-bad.yaml:5: actions[0] (run): script: template syntax error at 1:17: expected `or`, `and`, `not`, `<=`, `>=`, `<`, `>`, `==`, `!=`, `+`, `-`, `*`, `/`, `%`, a filter, or a variable end (`}}`)"
     );
 }
 
@@ -365,11 +365,11 @@ fn error_template_syntax() {
 fn error_missing_asset() {
     assert_eq!(
         stage_error(&format!("{HEAD}  - file: {{ path: /etc/x, source: nowhere/x.conf }}\n")),
-        "<root>/stages/os-image/40-bad.yaml: actions[0] (file): asset `nowhere/x.conf` not found: <root>/assets/nowhere/x.conf does not exist"
+        "<root>/stages/os-image/40-bad.yaml:5: actions[0] (file): asset `nowhere/x.conf` not found: <root>/assets/nowhere/x.conf does not exist"
     );
     assert_eq!(
         stage_error(&format!("{HEAD}  - template: {{ path: /etc/x, template: ../etc/passwd }}\n")),
-        "<root>/stages/os-image/40-bad.yaml: actions[0] (template): asset path `../etc/passwd` must be relative to assets/ without `..`"
+        "<root>/stages/os-image/40-bad.yaml:5: actions[0] (template): asset path `../etc/passwd` must be relative to assets/ without `..`"
     );
 }
 
@@ -377,7 +377,7 @@ fn error_missing_asset() {
 fn error_bad_mode() {
     assert_eq!(
         stage_error(&format!("{HEAD}  - directory: {{ path: /var/vcap, mode: \"0855\" }}\n")),
-        "<root>/stages/os-image/40-bad.yaml: actions[0] (directory): mode \"0855\" is not an octal file mode: expected 3 or 4 octal digits, e.g. \"0644\""
+        "<root>/stages/os-image/40-bad.yaml:5: actions[0] (directory): mode \"0855\" is not an octal file mode: expected 3 or 4 octal digits, e.g. \"0644\""
     );
 }
 
@@ -405,23 +405,23 @@ fn error_unknown_infrastructure() {
 fn error_set_level_checks() {
     assert_eq!(
         stage_error("name: bosh-users\ndescription: d\nphase: os-image\nactions: []\n"),
-        "<root>/stages/os-image/40-bad.yaml: stage name `bosh-users` is already used by <root>/stages/os-image/20-bosh-users.yaml"
+        "<root>/stages/os-image/40-bad.yaml:1: stage name `bosh-users` is already used by <root>/stages/os-image/20-bosh-users.yaml"
     );
     assert_eq!(
         stage_error("name: bad\ndescription: d\nphase: stemcell\nactions: []\n"),
-        "<root>/stages/os-image/40-bad.yaml: phase `stemcell` does not match its folder stages/os-image/ (expected `os-image`)"
+        "<root>/stages/os-image/40-bad.yaml:3: phase `stemcell` does not match its folder stages/os-image/ (expected `os-image`)"
     );
     assert_eq!(
         stage_error("name: bad\ndescription: d\nphase: os-image\nwhen: { os: [ubuntu-focal] }\nactions: []\n"),
-        "<root>/stages/os-image/40-bad.yaml: when: unknown OS `ubuntu-focal`: expected one of debian-bookworm, ubuntu-jammy, ubuntu-noble"
+        "<root>/stages/os-image/40-bad.yaml:4: when: unknown OS `ubuntu-focal`: expected one of debian-bookworm, ubuntu-jammy, ubuntu-noble"
     );
     assert_eq!(
         stage_error(&format!("{HEAD}  - run: {{ script: x }}\n    when: {{ os_family: [redhat] }}\n")),
-        "<root>/stages/os-image/40-bad.yaml: actions[0] (run): when: unknown OS family `redhat`: expected one of ubuntu, debian"
+        "<root>/stages/os-image/40-bad.yaml:5: actions[0] (run): when: unknown OS family `redhat`: expected one of ubuntu, debian"
     );
     assert_eq!(
         stage_error("name: bad\ndescription: d\nphase: os-image\nwhen: { infrastructure: [aws] }\nactions: []\n"),
-        "<root>/stages/os-image/40-bad.yaml: when: os-image stages cannot depend on the infrastructure (one OS image serves all); use a stemcell stage"
+        "<root>/stages/os-image/40-bad.yaml:4: when: os-image stages cannot depend on the infrastructure (one OS image serves all); use a stemcell stage"
     );
     assert_eq!(
         error_with(
@@ -429,7 +429,7 @@ fn error_set_level_checks() {
             "name: bad\ndescription: d\nphase: stemcell\nactions:\n  - run: { script: x }\n    when: { infrastructure: [gcp] }\n",
             &options("ubuntu-noble", None)
         ),
-        "<root>/stages/stemcell/30-bad.yaml: actions[0] (run): when: unknown infrastructure `gcp`: expected one of aws, vsphere"
+        "<root>/stages/stemcell/30-bad.yaml:5: actions[0] (run): when: unknown infrastructure `gcp`: expected one of aws, vsphere"
     );
 }
 

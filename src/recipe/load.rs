@@ -95,3 +95,89 @@ fn yaml_error(file: &Path, e: &serde_yaml::Error) -> String {
         None => format!("{}: {}", file.display(), message),
     }
 }
+
+/// Where things are in a stage file, for errors found after decoding (serde_yaml keeps no
+/// positions in decoded values). A best-effort scan of block-style YAML: `None` when the file
+/// uses flow style for that part; errors then name the file without a line.
+pub struct Lines<'a> {
+    lines: Vec<&'a str>,
+}
+
+impl<'a> Lines<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Lines {
+            lines: std::str::from_utf8(bytes).unwrap_or("").lines().collect(),
+        }
+    }
+
+    /// The 1-based line of the top-level `key:`.
+    pub fn key(&self, key: &str) -> Option<usize> {
+        self.lines
+            .iter()
+            .position(|l| {
+                l.strip_prefix(key)
+                    .is_some_and(|r| r.trim_start().starts_with(':'))
+            })
+            .map(|i| i + 1)
+    }
+
+    /// The 1-based line where item `index` of the top-level `actions:` list starts.
+    pub fn action(&self, index: usize) -> Option<usize> {
+        let start = self.key("actions")?;
+        let mut indent = None;
+        let mut seen = 0;
+        for (i, line) in self.lines.iter().enumerate().skip(start) {
+            let body = line.trim_start();
+            if body.is_empty() || body.starts_with('#') {
+                continue;
+            }
+            let col = line.len() - body.len();
+            let item = body == "-" || body.starts_with("- ");
+            match indent {
+                None if item => indent = Some(col),
+                None => return None,
+                Some(c) if col < c || (col == c && !item) => return None,
+                Some(c) if col > c || !item => continue,
+                Some(_) => {}
+            }
+            if seen == index {
+                return Some(i + 1);
+            }
+            seen += 1;
+        }
+        None
+    }
+}
+
+/// `file:line` when the line is known, else `file`.
+pub fn at(file: &Path, line: Option<usize>) -> String {
+    match line {
+        Some(l) => format!("{}:{l}", file.display()),
+        None => file.display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_keys_and_action_items() {
+        let text = "name: x\n# c\nactions:\n  - run:\n      script: |\n        - not an item\n  # note\n  -   group: {name: a}\n  - file:\n      path: /x\n    when: {os: [a]}\nwhen: {}\n";
+        let l = Lines::new(text.as_bytes());
+        assert_eq!(l.key("name"), Some(1));
+        assert_eq!(l.key("when"), Some(12));
+        assert_eq!(l.action(0), Some(4));
+        assert_eq!(l.action(1), Some(8));
+        assert_eq!(l.action(2), Some(9));
+        assert_eq!(l.action(3), None);
+        assert_eq!(
+            Lines::new(b"actions: [{run: {script: x}}]\n").action(0),
+            None
+        );
+        assert_eq!(
+            Lines::new(b"actions:\n- run: {script: x}\n- run: {script: y}\n").action(1),
+            Some(3)
+        );
+    }
+}

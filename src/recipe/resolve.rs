@@ -6,7 +6,7 @@
 //! the cache keys.
 
 use super::keys::{bootstrap_key, KeyHasher};
-use super::load::{load_phase, read_file, yaml_files, LoadedStage};
+use super::load::{at, load_phase, read_file, yaml_files, Lines, LoadedStage};
 use super::plan::{Plan, PlannedStage};
 use super::stage::{AssetUse, Phase};
 use super::validate::{action_label, asset_path, validate_all, KnownNames};
@@ -166,7 +166,7 @@ fn plan_stage(
     osd: &os::OsDefinition,
     options: &PlanOptions,
 ) -> Result<PlannedStage> {
-    let file = s.file.display();
+    let lines = Lines::new(&s.bytes);
     let mut key = KeyHasher::new("stage");
     key.part("previous", previous.as_bytes())
         .part("stage file", &s.bytes);
@@ -180,6 +180,7 @@ fn plan_stage(
             continue;
         }
         let label = action_label(i, entry);
+        let file = at(&s.file, lines.action(i));
         key.part("action", i.to_string().as_bytes());
         for (field, text) in entry.action.template_fields() {
             let rendered = template::render(text, context)

@@ -2,7 +2,7 @@
 //! names, phase matches folder, known names in `when`, assets exist, modes parse, templates
 //! parse. Errors name the stage file and the action (`actions[2] (file)`).
 
-use super::load::LoadedStage;
+use super::load::{at, Lines, LoadedStage};
 use super::os::FAMILIES;
 use super::stage::{parse_mode, ActionEntry, AssetUse, Phase, When};
 use super::template;
@@ -22,28 +22,34 @@ pub struct KnownNames {
 pub fn validate_all(stages: &[LoadedStage], assets_dir: &Path, known: &KnownNames) -> Result<()> {
     let mut seen: HashMap<&str, &Path> = HashMap::new();
     for s in stages {
-        let file = s.file.display();
+        let lines = Lines::new(&s.bytes);
+        let at_key = |key: &str| at(&s.file, lines.key(key));
         if let Some(first) = seen.insert(&s.stage.name, &s.file) {
             bail!(
-                "{file}: stage name `{}` is already used by {}",
+                "{}: stage name `{}` is already used by {}",
+                at_key("name"),
                 s.stage.name,
                 first.display()
             );
         }
         if s.stage.phase != s.folder {
             bail!(
-                "{file}: phase `{}` does not match its folder stages/{}/ (expected `{}`)",
+                "{}: phase `{}` does not match its folder stages/{}/ (expected `{}`)",
+                at_key("phase"),
                 s.stage.phase,
                 s.folder.dir_name(),
                 s.folder
             );
         }
         if let Some(when) = &s.stage.when {
-            check_when(when, s.folder, known).map_err(|e| anyhow::anyhow!("{file}: when: {e}"))?;
+            check_when(when, s.folder, known)
+                .map_err(|e| anyhow::anyhow!("{}: when: {e}", at_key("when")))?;
         }
         for (i, entry) in s.stage.actions.iter().enumerate() {
-            check_action(entry, s.folder, assets_dir, known)
-                .map_err(|e| anyhow::anyhow!("{file}: {}: {e}", action_label(i, entry)))?;
+            check_action(entry, s.folder, assets_dir, known).map_err(|e| {
+                let label = action_label(i, entry);
+                anyhow::anyhow!("{}: {label}: {e}", at(&s.file, lines.action(i)))
+            })?;
         }
     }
     Ok(())
