@@ -172,6 +172,12 @@ fn mirror_precedence_override_then_snapshot_then_default() {
     o.mirror = Some("http://apt.local/ubuntu/".into());
     let over = plan(root.path(), &o);
     assert_eq!(over.mirror, "http://apt.local/ubuntu");
+    assert!(asset(root.path(), &over, "apt/sources.list.tera")
+        .starts_with("deb http://archive.ubuntu.com/ubuntu noble "));
+    assert_eq!(
+        render("{{ os.mirror }}", &over.vars).unwrap(),
+        "http://apt.local/ubuntu"
+    );
     let mut d = options("debian-bookworm", None);
     d.build_time = Some("20250520T000000Z".into());
     assert_eq!(
@@ -256,6 +262,32 @@ fn from_stage_names_a_planned_stage() {
         p.stage_index("debian-tweaks").unwrap_err().to_string(),
         "unknown stage `debian-tweaks`: expected one of base-apt, bosh-users, kernel, agent-settings"
     );
+}
+
+#[test]
+fn os_definitions_name_keyrings_this_host_has() {
+    for name in ["ubuntu-noble", "ubuntu-jammy", "debian-bookworm"] {
+        let os = stemcell::recipe::os::load(&repo_root(), name)
+            .unwrap()
+            .definition;
+        assert!(Path::new(&os.keyring).is_file(), "{name}: {}", os.keyring);
+        assert!(
+            os.snapshot_mirror.unwrap().ends_with("/{timestamp}"),
+            "{name}"
+        );
+    }
+    let noble = stemcell::recipe::os::load(&repo_root(), "ubuntu-noble")
+        .unwrap()
+        .definition;
+    assert_eq!(
+        noble.mirror.as_deref(),
+        Some("http://archive.ubuntu.com/ubuntu")
+    );
+    let bookworm = stemcell::recipe::os::load(&repo_root(), "debian-bookworm")
+        .unwrap()
+        .definition;
+    assert_eq!(bookworm.mirror, None, "Debian uses the host's mirror");
+    assert_eq!(bookworm.kernel_package, "linux-image-amd64");
 }
 
 #[test]

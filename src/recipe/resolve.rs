@@ -100,10 +100,13 @@ pub fn resolve_with_apt(root: &Path, options: &PlanOptions, etc_apt: &Path) -> R
         options.build_time.as_deref(),
         etc_apt,
     )?;
-    let archive = match (&options.mirror, &options.build_time) {
-        // An explicit mirror is also what the image keeps; a snapshot is not.
-        (Some(_), _) => chosen.clone(),
-        _ => mirror::archive_mirror(osd, etc_apt)?,
+    // What the shipped image's apt sources name: the archive, never a snapshot or a build-time
+    // `--mirror` (as the official restore_apt_sources does); `--mirror` only when there is no
+    // other (a Debian definition on a host without Debian sources).
+    let archive = match mirror::archive_mirror(osd, etc_apt) {
+        Ok(m) => m,
+        Err(_) if options.mirror.is_some() => chosen.clone(),
+        Err(e) => return Err(e),
     };
     let all_vars = vars::build(&vars::VarInputs {
         os: osd,

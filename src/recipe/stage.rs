@@ -479,3 +479,54 @@ impl When {
         !self.infrastructure.is_empty() || !self.not_infrastructure.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("0644"), Ok(0o644));
+        assert_eq!(parse_mode("4755"), Ok(0o4755));
+        assert_eq!(parse_mode("700"), Ok(0o700));
+        for bad in ["", "64", "0x644", "0888", "01777 ", "00644"] {
+            assert!(parse_mode(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn when_conditions() {
+        let w = |yaml: &str| serde_yaml::from_str::<When>(yaml).unwrap();
+        let any = When::default();
+        assert!(any.matches("ubuntu-noble", "ubuntu", None));
+        assert!(w("os_family: [debian]").matches("debian-bookworm", "debian", Some("aws")));
+        assert!(!w("os_family: [debian]").matches("ubuntu-noble", "ubuntu", Some("aws")));
+        assert!(!w("not_os: [ubuntu-jammy]").matches("ubuntu-jammy", "ubuntu", None));
+        assert!(w("infrastructure: [aws]").matches("ubuntu-noble", "ubuntu", Some("aws")));
+        assert!(!w("infrastructure: [aws]").matches("ubuntu-noble", "ubuntu", None));
+        assert!(!w("not_infrastructure: [warden]").matches("x", "ubuntu", Some("warden")));
+        assert!(w("not_infrastructure: [warden]").matches("x", "ubuntu", Some("aws")));
+    }
+
+    #[test]
+    fn an_action_item_holds_one_action() {
+        let e = serde_yaml::from_str::<ActionEntry>("run: {script: x}\ngroup: {name: y}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("two actions in one list item: `run` and `group`"),
+            "{e}"
+        );
+        let e = serde_yaml::from_str::<ActionEntry>("when: {os: [x]}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("missing action: expected one of apt, file,"),
+            "{e}"
+        );
+        let ok =
+            serde_yaml::from_str::<ActionEntry>("when: {os: [x]}\nrun: {script: y}\n").unwrap();
+        assert_eq!(ok.action.kind(), "run");
+        assert_eq!(ok.when.unwrap().os, ["x"]);
+    }
+}
