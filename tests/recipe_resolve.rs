@@ -440,6 +440,10 @@ fn error_set_level_checks() {
         "<root>/stages/os-image/40-bad.yaml:1: stage name `bosh-users` is already used by <root>/stages/os-image/20-bosh-users.yaml"
     );
     assert_eq!(
+        stage_error("name: worse\ndescription: d\nphase: os-image\nactions: []\n"),
+        "<root>/stages/os-image/40-bad.yaml:1: stage `worse` must be in a file named NN-worse.yaml (NN: two digits, the order)"
+    );
+    assert_eq!(
         stage_error("name: bad\ndescription: d\nphase: stemcell\nactions: []\n"),
         "<root>/stages/os-image/40-bad.yaml:3: phase `stemcell` does not match its folder stages/os-image/ (expected `os-image`)"
     );

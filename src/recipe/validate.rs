@@ -32,6 +32,15 @@ pub fn validate_all(stages: &[LoadedStage], assets_dir: &Path, known: &KnownName
                 first.display()
             );
         }
+        let file_name = s.file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !file_name_fits(file_name, &s.stage.name) {
+            bail!(
+                "{}: stage `{}` must be in a file named NN-{}.yaml (NN: two digits, the order)",
+                at_key("name"),
+                s.stage.name,
+                s.stage.name
+            );
+        }
         if s.stage.phase != s.folder {
             bail!(
                 "{}: phase `{}` does not match its folder stages/{}/ (expected `{}`)",
@@ -53,6 +62,16 @@ pub fn validate_all(stages: &[LoadedStage], assets_dir: &Path, known: &KnownName
         }
     }
     Ok(())
+}
+
+/// Stage files are `NN-<name>.yaml`: the digits order them, the rest is the stage name.
+fn file_name_fits(file_name: &str, stage_name: &str) -> bool {
+    let b = file_name.as_bytes();
+    b.len() > 3
+        && b[0].is_ascii_digit()
+        && b[1].is_ascii_digit()
+        && b[2] == b'-'
+        && file_name[3..].strip_suffix(".yaml") == Some(stage_name)
 }
 
 /// How errors name an action: its index in the stage's `actions` list and its kind.
