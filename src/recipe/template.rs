@@ -32,6 +32,10 @@ fn one_line(e: &tera::Error) -> String {
     let position = lines.iter().find_map(|l| l.strip_prefix("--> "));
     let expected = lines.iter().find_map(|l| l.strip_prefix("= "));
     match (position, expected) {
+        (Some(p), Some(x)) if x.contains("comment end") => format!(
+            "template syntax error at {p}: {x}; `{{#` opens a Tera comment (shell `${{#x}}`?): \
+             wrap such text in {{% raw %}}...{{% endraw %}}"
+        ),
         (Some(p), Some(x)) => format!("template syntax error at {p}: {x}"),
         _ => lines
             .iter()
@@ -75,5 +79,15 @@ mod tests {
         let e = check_syntax("{{ os.name ").unwrap_err();
         assert!(e.starts_with("template syntax error at 1:"), "{e}");
         assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn shell_length_syntax_gets_a_hint() {
+        assert_eq!(
+            check_syntax("echo ${#arr[@]}").unwrap_err(),
+            "template syntax error at 1:16: expected a comment end (`#}`); `{#` opens a Tera \
+             comment (shell `${#x}`?): wrap such text in {% raw %}...{% endraw %}"
+        );
+        assert!(check_syntax("echo {% raw %}${#arr[@]}{% endraw %}").is_ok());
     }
 }
