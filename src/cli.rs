@@ -249,12 +249,13 @@ fn os_image(_a: OsImageArgs) -> Result<()> {
 
 fn plan(a: PlanArgs) -> Result<()> {
     use stemcell::recipe::plan::{layer_done_marker, short_key};
-    use stemcell::recipe::resolve::{project_root, resolve, PlanOptions};
+    use stemcell::recipe::resolve::{build_time_setting, project_root, resolve, PlanOptions};
+    let root = project_root();
     let options = PlanOptions {
         os: a.os,
         infrastructure: a.infrastructure,
         mirror: a.mirror,
-        build_time: std::env::var("BUILD_TIME").ok().filter(|t| !t.is_empty()),
+        build_time: build_time_setting(&root)?,
         stemcell_version: a.version,
         extra_vars: a
             .vars
@@ -265,7 +266,7 @@ fn plan(a: PlanArgs) -> Result<()> {
             })
             .collect::<Result<_>>()?,
     };
-    let plan = resolve(&project_root(), &options)?;
+    let plan = resolve(&root, &options)?;
     let row = |phase: &str, name: &str, key: &str, status: &str, description: &str| {
         println!("{phase:<9} {name:<30} {key:<12} {status:<7} {description}");
     };

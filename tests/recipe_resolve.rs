@@ -538,6 +538,22 @@ fn cli_plan_shows_cached_and_to_run() {
         );
     }
 
+    // BUILD_TIME from build_time.txt (as the official builder) picks the snapshot.
+    std::fs::write(root.path().join("build_time.txt"), "20250520T000000Z\n").unwrap();
+    let snap = std::process::Command::new(env!("CARGO_BIN_EXE_stemcell"))
+        .args(["plan", "--os", "ubuntu-jammy"])
+        .env("STEMCELL_HOME", root.path())
+        .env_remove("BUILD_TIME")
+        .output()
+        .unwrap();
+    let first_line = String::from_utf8(snap.stdout).unwrap();
+    assert!(
+        first_line.starts_with(
+            "os: ubuntu-jammy  mirror: http://snapshot.ubuntu.com/ubuntu/20250520T000000Z\n"
+        ),
+        "{first_line}"
+    );
+
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_stemcell"))
         .args(["plan", "--os", "centos"])
         .env("STEMCELL_HOME", root.path())

@@ -42,6 +42,28 @@ pub fn project_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
+/// BUILD_TIME as the official builder reads it: the `BUILD_TIME` environment variable, else
+/// the first line of `<root>/build_time.txt`; `None` when neither is set (no snapshot).
+pub fn build_time_setting(root: &Path) -> Result<Option<String>> {
+    if let Some(t) = std::env::var("BUILD_TIME")
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+    {
+        return Ok(Some(t.trim().to_string()));
+    }
+    let file = root.join("build_time.txt");
+    match std::fs::read_to_string(&file) {
+        Ok(text) => Ok(text
+            .lines()
+            .next()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(String::from)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => bail!("{}: cannot read: {e}", file.display()),
+    }
+}
+
 /// Infrastructure names: file stems of `infrastructures/*.yaml`; `None` without that folder.
 pub fn infrastructure_names(root: &Path) -> Result<Option<Vec<String>>> {
     let dir = root.join("infrastructures");
