@@ -1,6 +1,7 @@
 //! Checks of the whole stage set that need no build variables, run before any work: unique
-//! names, phase matches folder, known names in `when`, assets exist, modes parse, templates
-//! parse. Errors name the stage file and the action (`actions[2] (file)`).
+//! names, files named `NN-<name>.yaml`, phase matches folder, known names in `when`, OS-image
+//! stages independent of the infrastructure, assets exist, modes parse, templates parse.
+//! Errors name the stage file, the line when it can be found, and the action (`actions[2] (file)`).
 
 use super::load::{at, Lines, LoadedStage};
 use super::os::FAMILIES;
