@@ -147,6 +147,12 @@ pub struct PlanArgs {
     pub infrastructure: Option<String>,
     #[arg(long)]
     pub mirror: Option<String>,
+    /// Stemcell version (stemcell phase).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// A template variable, e.g. `passwords.vcap=$6$...` or `agent_sha256=...`; repeatable.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
     #[arg(long, default_value = "/var/cache/stemcell")]
     pub work_dir: PathBuf,
 }
@@ -241,8 +247,43 @@ fn os_image(_a: OsImageArgs) -> Result<()> {
     bail!("os-image: not implemented yet")
 }
 
-fn plan(_a: PlanArgs) -> Result<()> {
-    bail!("plan: not implemented yet")
+fn plan(a: PlanArgs) -> Result<()> {
+    use stemcell::recipe::plan::{layer_done_marker, short_key};
+    use stemcell::recipe::resolve::{build_time_setting, project_root, resolve, PlanOptions};
+    let root = project_root();
+    let options = PlanOptions {
+        os: a.os,
+        infrastructure: a.infrastructure,
+        mirror: a.mirror,
+        build_time: build_time_setting(&root)?,
+        stemcell_version: a.version,
+        extra_vars: a
+            .vars
+            .iter()
+            .map(|v| match v.split_once('=') {
+                Some((name, value)) => Ok((name.to_string(), value.to_string())),
+                None => bail!("--var {v}: expected NAME=VALUE"),
+            })
+            .collect::<Result<_>>()?,
+    };
+    let plan = resolve(&root, &options)?;
+    let row = |phase: &str, name: &str, key: &str, status: &str, description: &str| {
+        println!("{phase:<9} {name:<30} {key:<12} {status:<7} {description}");
+    };
+    let status = |key: &str| match layer_done_marker(&a.work_dir, key).exists() {
+        true => "cached",
+        false => "to run",
+    };
+    println!("os: {}  mirror: {}", plan.os.name, plan.mirror);
+    row("PHASE", "STAGE", "KEY", "STATUS", "DESCRIPTION");
+    let key = &plan.bootstrap_key;
+    let what = format!("{} {}", plan.os.family, plan.os.suite);
+    row("bootstrap", "bootstrap", short_key(key), status(key), &what);
+    for s in &plan.stages {
+        let phase = s.phase.to_string();
+        row(&phase, &s.name, short_key(&s.key), status(&s.key), &s.description);
+    }
+    Ok(())
 }
 
 fn test_image(_a: TestImageArgs) -> Result<()> {

@@ -1,8 +1,21 @@
 //! OS definitions: `stages/os/<name>.yaml`. One per supported OS; stages are shared and differ
 //! only through conditions and the few package-name variables defined here.
 
+use super::load::{parse_yaml, read_file, yaml_files};
+use anyhow::{bail, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The OS built when none is named.
+pub const DEFAULT_OS: &str = "ubuntu-noble";
+
+/// The bootstrap's package set: mmdebstrap's `--variant`. Everything else is installed by
+/// stages, so the bootstrap layer stays small and shared. Part of the bootstrap cache key.
+pub const BOOTSTRAP_VARIANT: &str = "minbase";
+
+/// The OS families stages may test with `when: { os_family: [...] }`.
+pub const FAMILIES: &[&str] = &["ubuntu", "debian"];
 
 /// An operating system the builder can bootstrap.
 #[derive(Clone, Debug, Deserialize)]
@@ -33,4 +46,69 @@ pub struct OsDefinition {
     /// Package names that differ between distributions: variable name → package name(s).
     #[serde(default)]
     pub packages: BTreeMap<String, String>,
+}
+
+/// An OS definition with the file it came from and its bytes (hashed into the bootstrap key).
+#[derive(Clone, Debug)]
+pub struct LoadedOs {
+    pub definition: OsDefinition,
+    pub file: PathBuf,
+    pub bytes: Vec<u8>,
+}
+
+/// `stages/os` under the project root.
+pub fn os_dir(root: &Path) -> PathBuf {
+    root.join("stages").join("os")
+}
+
+/// The names of every OS definition (file stems of `stages/os/*.yaml`), sorted.
+pub fn names(root: &Path) -> Result<Vec<String>> {
+    Ok(yaml_files(&os_dir(root))?
+        .iter()
+        .filter_map(|p| p.file_stem().and_then(|s| s.to_str()).map(String::from))
+        .collect())
+}
+
+/// Loads `stages/os/<name>.yaml`. An unknown name is an error listing the valid ones; the file's
+/// `name` must equal its file stem and `family` must be one of [`FAMILIES`].
+pub fn load(root: &Path, name: &str) -> Result<LoadedOs> {
+    let valid = names(root)?;
+    if !valid.iter().any(|n| n == name) {
+        bail!(
+            "unknown OS `{name}`: expected one of {} (files in {})",
+            valid.join(", "),
+            os_dir(root).display()
+        );
+    }
+    let file = os_dir(root).join(format!("{name}.yaml"));
+    let bytes = read_file(&file)?;
+    let definition: OsDefinition = parse_yaml(&file, &bytes)?;
+    if definition.name != name {
+        bail!(
+            "{}: name `{}` does not match the file name (expected `{name}`)",
+            file.display(),
+            definition.name
+        );
+    }
+    if !FAMILIES.contains(&definition.family.as_str()) {
+        bail!(
+            "{}: unknown family `{}`: expected one of {}",
+            file.display(),
+            definition.family,
+            FAMILIES.join(", ")
+        );
+    }
+    if let Some(pattern) = &definition.snapshot_mirror {
+        if !pattern.contains("{timestamp}") {
+            bail!(
+                "{}: snapshot_mirror `{pattern}` has no `{{timestamp}}`",
+                file.display()
+            );
+        }
+    }
+    Ok(LoadedOs {
+        definition,
+        file,
+        bytes,
+    })
 }

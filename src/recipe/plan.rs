@@ -39,3 +39,31 @@ pub struct Plan {
     /// build_time, passwords.*, packages.* (see recipe::vars).
     pub vars: tera::Context,
 }
+
+/// The cache contract with the runner: the result of the step with `key` (a stage, or the
+/// bootstrap with [`Plan::bootstrap_key`]) is cached iff this file exists.
+pub fn layer_done_marker(work_dir: &std::path::Path, key: &str) -> PathBuf {
+    work_dir.join("layers").join(format!("{key}.done"))
+}
+
+/// The first characters of a key, for people.
+pub fn short_key(key: &str) -> &str {
+    &key[..key.len().min(12)]
+}
+
+impl Plan {
+    /// The index in [`Plan::stages`] of the stage named `name` (for `--from-stage`). An unknown
+    /// name is an error listing the planned stages.
+    pub fn stage_index(&self, name: &str) -> anyhow::Result<usize> {
+        self.stages
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
+                anyhow::anyhow!(
+                    "unknown stage `{name}`: expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}

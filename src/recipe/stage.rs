@@ -23,6 +23,22 @@ pub enum Phase {
     Stemcell,
 }
 
+impl Phase {
+    /// The folder under `stages/` and the name used in stage files.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Phase::OsImage => "os-image",
+            Phase::Stemcell => "stemcell",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.dir_name())
+    }
+}
+
 /// A condition on the build; every listed field must match (empty lists match anything).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -55,13 +71,94 @@ pub struct StageFile {
     pub actions: Vec<ActionEntry>,
 }
 
-/// An action with an optional condition of its own.
-#[derive(Clone, Debug, Deserialize)]
+/// An action with an optional condition of its own: a map holding exactly one action key
+/// (`apt`, `file`, ...) and optionally `when`. Decoded by hand (not `#[serde(flatten)]`) so that
+/// an unknown action or field is reported with its line and the list of valid names.
+#[derive(Clone, Debug)]
 pub struct ActionEntry {
-    #[serde(default)]
     pub when: Option<When>,
-    #[serde(flatten)]
     pub action: Action,
+}
+
+/// The action names a stage may use, in the order they are documented.
+pub const ACTION_NAMES: &[&str] = &[
+    "apt",
+    "file",
+    "template",
+    "directory",
+    "symlink",
+    "remove",
+    "group",
+    "user",
+    "service",
+    "config_lines",
+    "run",
+];
+
+impl<'de> Deserialize<'de> for ActionEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ActionEntryVisitor)
+    }
+}
+
+struct ActionEntryVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ActionEntryVisitor {
+    type Value = ActionEntry;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "an action: a map with one of {}",
+            ACTION_NAMES.join(", ")
+        )
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ActionEntry, A::Error> {
+        use serde::de::Error;
+        let mut when = None;
+        let mut action = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "when" {
+                if when.is_some() {
+                    return Err(A::Error::duplicate_field("when"));
+                }
+                when = Some(map.next_value::<When>()?);
+                continue;
+            }
+            if let Some(first) = &action {
+                return Err(A::Error::custom(format!(
+                    "two actions in one list item: `{}` and `{key}`; write one action per item",
+                    action_name(first)
+                )));
+            }
+            action = Some(match key.as_str() {
+                "apt" => Action::Apt(map.next_value()?),
+                "file" => Action::File(map.next_value()?),
+                "template" => Action::Template(map.next_value()?),
+                "directory" => Action::Directory(map.next_value()?),
+                "symlink" => Action::Symlink(map.next_value()?),
+                "remove" => Action::Remove(map.next_value()?),
+                "group" => Action::Group(map.next_value()?),
+                "user" => Action::User(map.next_value()?),
+                "service" => Action::Service(map.next_value()?),
+                "config_lines" => Action::ConfigLines(map.next_value()?),
+                "run" => Action::Run(map.next_value()?),
+                other => return Err(A::Error::unknown_variant(other, ACTION_NAMES)),
+            });
+        }
+        let action = action.ok_or_else(|| {
+            A::Error::custom(format!(
+                "missing action: expected one of {}",
+                ACTION_NAMES.join(", ")
+            ))
+        })?;
+        Ok(ActionEntry { when, action })
+    }
+}
+
+fn action_name(action: &Action) -> &'static str {
+    action.kind()
 }
 
 /// Everything a stage can do. Each variant is one small type; its execution is in
@@ -221,4 +318,215 @@ pub struct ConfigLinesAction {
 #[serde(deny_unknown_fields)]
 pub struct RunAction {
     pub script: String,
+}
+
+/// A string field of an action that is a Tera template: its name as written in the stage file
+/// (`install[2]`, `set.PermitRootLogin`) and its unrendered text.
+pub type TemplateField<'a> = (String, &'a str);
+
+/// An asset an action reads from `assets/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssetUse<'a> {
+    /// Copied verbatim (`file.source`).
+    Static(&'a str),
+    /// Rendered with Tera (`template.template`).
+    Template(&'a str),
+}
+
+impl AssetUse<'_> {
+    pub fn path(&self) -> &str {
+        match self {
+            AssetUse::Static(p) | AssetUse::Template(p) => p,
+        }
+    }
+}
+
+impl Action {
+    /// The key that names this action in a stage file (`apt`, `config_lines`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Apt(_) => "apt",
+            Action::File(_) => "file",
+            Action::Template(_) => "template",
+            Action::Directory(_) => "directory",
+            Action::Symlink(_) => "symlink",
+            Action::Remove(_) => "remove",
+            Action::Group(_) => "group",
+            Action::User(_) => "user",
+            Action::Service(_) => "service",
+            Action::ConfigLines(_) => "config_lines",
+            Action::Run(_) => "run",
+        }
+    }
+
+    /// Every string field that is rendered with the build variables before use. Asset paths
+    /// and modes are not templates (they are checked before any variable exists).
+    pub fn template_fields(&self) -> Vec<TemplateField<'_>> {
+        fn one<'a>(out: &mut Vec<TemplateField<'a>>, name: &str, v: &'a str) {
+            out.push((name.to_string(), v));
+        }
+        fn opt<'a>(out: &mut Vec<TemplateField<'a>>, name: &str, v: &'a Option<String>) {
+            if let Some(v) = v {
+                one(out, name, v);
+            }
+        }
+        fn list<'a>(out: &mut Vec<TemplateField<'a>>, name: &str, v: &'a [String]) {
+            for (i, s) in v.iter().enumerate() {
+                out.push((format!("{name}[{i}]"), s));
+            }
+        }
+        let mut out = Vec::new();
+        match self {
+            Action::Apt(a) => {
+                list(&mut out, "install", &a.install);
+                list(&mut out, "purge", &a.purge);
+            }
+            Action::File(a) => {
+                one(&mut out, "path", &a.path);
+                opt(&mut out, "content", &a.content);
+                opt(&mut out, "owner", &a.owner);
+                opt(&mut out, "group", &a.group);
+            }
+            Action::Template(a) => {
+                one(&mut out, "path", &a.path);
+                opt(&mut out, "owner", &a.owner);
+                opt(&mut out, "group", &a.group);
+            }
+            Action::Directory(a) => {
+                one(&mut out, "path", &a.path);
+                opt(&mut out, "owner", &a.owner);
+                opt(&mut out, "group", &a.group);
+            }
+            Action::Symlink(a) => {
+                one(&mut out, "path", &a.path);
+                one(&mut out, "target", &a.target);
+            }
+            Action::Remove(a) => list(&mut out, "paths", &a.paths),
+            Action::Group(a) => one(&mut out, "name", &a.name),
+            Action::User(a) => {
+                one(&mut out, "name", &a.name);
+                opt(&mut out, "group", &a.group);
+                list(&mut out, "groups", &a.groups);
+                opt(&mut out, "shell", &a.shell);
+                opt(&mut out, "home", &a.home);
+                opt(&mut out, "password", &a.password);
+            }
+            Action::Service(a) => {
+                list(&mut out, "enable", &a.enable);
+                list(&mut out, "disable", &a.disable);
+                list(&mut out, "mask", &a.mask);
+            }
+            Action::ConfigLines(a) => {
+                one(&mut out, "path", &a.path);
+                for (k, v) in &a.set {
+                    out.push((format!("set.{k}"), v));
+                }
+            }
+            Action::Run(a) => one(&mut out, "script", &a.script),
+        }
+        out
+    }
+
+    /// The assets under `assets/` this action reads.
+    pub fn assets(&self) -> Vec<AssetUse<'_>> {
+        match self {
+            Action::File(FileAction {
+                source: Some(s), ..
+            }) => vec![AssetUse::Static(s)],
+            Action::Template(t) => vec![AssetUse::Template(&t.template)],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The `mode` field, for actions that have one.
+    pub fn mode(&self) -> Option<&str> {
+        match self {
+            Action::File(a) => a.mode.as_deref(),
+            Action::Template(a) => a.mode.as_deref(),
+            Action::Directory(a) => a.mode.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Parses an octal file mode written as a string (`"0644"`, `"755"`, `"4755"`): three or four
+/// octal digits, at most `07777`.
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let ok = (3..=4).contains(&text.len()) && text.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    if !ok {
+        return Err(format!(
+            "mode {text:?} is not an octal file mode: expected 3 or 4 octal digits, e.g. \"0644\""
+        ));
+    }
+    Ok(u32::from_str_radix(text, 8).expect("checked octal digits"))
+}
+
+impl When {
+    /// True when every listed condition holds for this OS and infrastructure. An
+    /// `infrastructure` list never matches an OS-image-only build (`infrastructure` None).
+    pub fn matches(&self, os_name: &str, os_family: &str, infrastructure: Option<&str>) -> bool {
+        let has = |list: &[String], v: &str| list.iter().any(|x| x == v);
+        (self.os.is_empty() || has(&self.os, os_name))
+            && (self.os_family.is_empty() || has(&self.os_family, os_family))
+            && !has(&self.not_os, os_name)
+            && (self.infrastructure.is_empty()
+                || infrastructure.is_some_and(|i| has(&self.infrastructure, i)))
+            && !infrastructure.is_some_and(|i| has(&self.not_infrastructure, i))
+    }
+
+    /// True when the condition mentions an infrastructure (allowed only in stemcell stages).
+    pub fn mentions_infrastructure(&self) -> bool {
+        !self.infrastructure.is_empty() || !self.not_infrastructure.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        assert_eq!(parse_mode("0644"), Ok(0o644));
+        assert_eq!(parse_mode("4755"), Ok(0o4755));
+        assert_eq!(parse_mode("700"), Ok(0o700));
+        for bad in ["", "64", "0x644", "0888", "01777 ", "00644"] {
+            assert!(parse_mode(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn when_conditions() {
+        let w = |yaml: &str| serde_yaml::from_str::<When>(yaml).unwrap();
+        let any = When::default();
+        assert!(any.matches("ubuntu-noble", "ubuntu", None));
+        assert!(w("os_family: [debian]").matches("debian-bookworm", "debian", Some("aws")));
+        assert!(!w("os_family: [debian]").matches("ubuntu-noble", "ubuntu", Some("aws")));
+        assert!(!w("not_os: [ubuntu-jammy]").matches("ubuntu-jammy", "ubuntu", None));
+        assert!(w("infrastructure: [aws]").matches("ubuntu-noble", "ubuntu", Some("aws")));
+        assert!(!w("infrastructure: [aws]").matches("ubuntu-noble", "ubuntu", None));
+        assert!(!w("not_infrastructure: [warden]").matches("x", "ubuntu", Some("warden")));
+        assert!(w("not_infrastructure: [warden]").matches("x", "ubuntu", Some("aws")));
+    }
+
+    #[test]
+    fn an_action_item_holds_one_action() {
+        let e = serde_yaml::from_str::<ActionEntry>("run: {script: x}\ngroup: {name: y}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("two actions in one list item: `run` and `group`"),
+            "{e}"
+        );
+        let e = serde_yaml::from_str::<ActionEntry>("when: {os: [x]}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("missing action: expected one of apt, file,"),
+            "{e}"
+        );
+        let ok =
+            serde_yaml::from_str::<ActionEntry>("when: {os: [x]}\nrun: {script: y}\n").unwrap();
+        assert_eq!(ok.action.kind(), "run");
+        assert_eq!(ok.when.unwrap().os, ["x"]);
+    }
 }
