@@ -1,5 +1,5 @@
 //! Sparse raw copy (holes stay holes) and the trivial raw checker.
-use super::source::RawDisk;
+use super::source::{is_zero, RawDisk};
 use super::{CheckReport, DiskWriter};
 use anyhow::{Context, Result};
 use std::fs::File;
@@ -8,8 +8,11 @@ use std::path::Path;
 
 /// Bytes read per step: all-zero chunks of this size become holes in the copy.
 const CHUNK: u64 = 1 << 20;
+/// Hole granularity inside a chunk: the usual filesystem block.
+const BLOCK: usize = 4096;
 
-/// Copies the raw disk, writing only non-zero 1 MiB chunks; the rest stays a hole, and the
+/// Copies the raw disk, writing only the non-zero 4 KiB blocks of the
+/// chunks that hold data; the rest stays a hole, and the
 /// final `set_len` gives the copy the exact size of the source.
 pub struct RawWriter;
 
@@ -20,14 +23,35 @@ impl DiskWriter for RawWriter {
             if let Some(data) = chunk.data {
                 let offset = chunk.index * CHUNK;
                 let len = (disk.size() - offset).min(CHUNK) as usize; // the last chunk is zero-padded
-                out.write_all_at(&data[..len], offset)
-                    .context("write error")?;
+                write_nonzero_blocks(out, &data[..len], offset)?;
             }
         }
         out.set_len(disk.size())
             .context("cannot set the file length")?;
         Ok(())
     }
+}
+
+/// Writes the runs of non-zero filesystem blocks of `data` (at disk `offset`): zero blocks
+/// inside a non-zero chunk stay holes as well.
+fn write_nonzero_blocks(out: &File, data: &[u8], offset: u64) -> Result<()> {
+    let mut run: Option<usize> = None; // start of the current non-zero run
+    for (i, block) in data.chunks(BLOCK).enumerate() {
+        match (is_zero(block), run) {
+            (false, None) => run = Some(i * BLOCK),
+            (true, Some(start)) => {
+                out.write_all_at(&data[start..i * BLOCK], offset + start as u64)
+                    .context("write error")?;
+                run = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(start) = run {
+        out.write_all_at(&data[start..], offset + start as u64)
+            .context("write error")?;
+    }
+    Ok(())
 }
 
 /// A raw image has no structure: its virtual size is its file size, which must be whole sectors.
