@@ -326,3 +326,21 @@ fn cli_errors_are_one_line_and_leave_nothing() {
     assert!(qcow2::check(&out).unwrap().problems.is_empty());
     assert_eq!(leftovers(dir.path()), Vec::<String>::new());
 }
+
+/// Manual: `QCOW2_CHECK=img.qcow2 cargo test --test formats_qcow2 -- --ignored --nocapture`
+/// prints our checker's report for any image (used on the benchmark output).
+#[test]
+#[ignore]
+fn check_image_from_env() {
+    let path = std::env::var("QCOW2_CHECK").expect("set QCOW2_CHECK to an image path");
+    let start = std::time::Instant::now();
+    let report = qcow2::check(Path::new(&path)).unwrap();
+    eprintln!("{path}: virtual size {} in {:?}", report.virtual_size, start.elapsed());
+    for (k, v) in &report.details {
+        eprintln!("  {k}: {v}");
+    }
+    for p in &report.problems {
+        eprintln!("  problem: {p}");
+    }
+    assert!(report.problems.is_empty());
+}
