@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Format benchmark (not a test): `stemcell convert` / `stemcell package` (release build) against
 # the commands a user would otherwise run (qemu-img convert, tar, sha1sum), on ONE input disk,
-# in the same run. Prints a Markdown table: median wall time of RUNS runs, speed ratio, output
+# in the same run. Prints a Markdown table: median wall time of RUNS runs, speed ratio, CPU
+# time (the fairer figure when the machine is shared), output
 # size, size ratio and peak RSS (GNU time %M). Commands that fail (a format or command not
 # implemented yet) show "n/a" instead of aborting the run.
 #
@@ -54,29 +55,31 @@ build_disk() {
 
 # --- measuring --------------------------------------------------------------------------------
 # measure NAME OUTPUT CMD...: runs CMD RUNS times (OUTPUT removed before each run); records the
-# median wall time, the largest peak RSS and the size of OUTPUT (a file or a directory).
-declare -A T RSS SIZE
+# median wall time and CPU time, the largest peak RSS and the size of OUTPUT (a file or a directory).
+declare -A T CPU RSS SIZE
 median() { sort -n | awk '{a[NR]=$1} END {if (NR) print a[int((NR+1)/2)]}'; }
 measure() {
     local name=$1 out=$2; shift 2
-    local times=() rss=0 i
+    local times=() cpus=() rss=0 i
     for ((i = 0; i < RUNS; i++)); do
         rm -rf "$out"
         sync
-        if ! "$TIME" -f '%e %M' -o "$work/time.txt" "$@" >"$work/cmd.log" 2>&1; then
+        if ! "$TIME" -f '%e %M %U %S' -o "$work/time.txt" "$@" >"$work/cmd.log" 2>&1; then
             echo "bench: $name failed: $(tail -n 1 "$work/cmd.log")" >&2
-            T[$name]=n/a; RSS[$name]=n/a; SIZE[$name]=n/a
+            T[$name]=n/a; CPU[$name]=n/a; RSS[$name]=n/a; SIZE[$name]=n/a
             rm -rf "$out"
             return 0
         fi
-        read -r t m < <(tail -n 1 "$work/time.txt")
+        read -r t m u s < <(tail -n 1 "$work/time.txt")
         times+=("$t")
+        cpus+=("$(awk -v u="$u" -v s="$s" 'BEGIN { printf "%.2f", u + s }')")
         ((m > rss)) && rss=$m
     done
     T[$name]=$(printf '%s\n' "${times[@]}" | median)
+    CPU[$name]=$(printf '%s\n' "${cpus[@]}" | median)
     RSS[$name]=$((rss / 1024))
     SIZE[$name]=$(du -s --apparent-size -B1 "$out" | cut -f1)
-    echo "bench: $name: ${T[$name]} s, ${RSS[$name]} MiB peak, ${SIZE[$name]} bytes" >&2
+    echo "bench: $name: ${T[$name]} s (CPU ${CPU[$name]} s), ${RSS[$name]} MiB peak, ${SIZE[$name]} bytes" >&2
 }
 
 # The official OpenStack packing sequence (bosh-linux-stemcell-builder), timed as one command.
@@ -132,13 +135,13 @@ echo
 echo "Input: $disk, 5 GiB virtual, $(du -B1M "$disk" | cut -f1) MiB allocated; $(nproc) cores;" \
     "load average before $load_before, after $load_after; $RUNS runs, median."
 echo
-echo "| tool | time median (s) | speed vs reference | size (bytes) | size vs reference | peak RSS (MiB) |"
-echo "|---|---|---|---|---|---|"
+echo "| tool | time median (s) | speed vs reference | CPU user+sys (s) | size (bytes) | size vs reference | peak RSS (MiB) |"
+echo "|---|---|---|---|---|---|---|"
 for pair in "qemu-img qcow2:stemcell qcow2" "qemu-img vmdk:stemcell vmdk" "qemu-img vhd:stemcell vhd" \
     "qemu-img vhd-fixed:stemcell vhd-fixed" "official openstack:stemcell openstack"; do
     ref=${pair%%:*} ours=${pair#*:}
     [[ -n ${T[$ref]:-} ]] || continue
-    echo "| $ref | ${T[$ref]} | 1.00 | ${SIZE[$ref]} | 1.00 | ${RSS[$ref]} |"
-    echo "| $ours | ${T[$ours]} | $(ratio "${T[$ref]}" "${T[$ours]}")× | ${SIZE[$ours]} |" \
+    echo "| $ref | ${T[$ref]} | 1.00 | ${CPU[$ref]} | ${SIZE[$ref]} | 1.00 | ${RSS[$ref]} |"
+    echo "| $ours | ${T[$ours]} | $(ratio "${T[$ref]}" "${T[$ours]}")× | ${CPU[$ours]} | ${SIZE[$ours]} |" \
         "$(ratio "${SIZE[$ours]}" "${SIZE[$ref]}") | ${RSS[$ours]} |"
 done
