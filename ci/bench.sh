@@ -127,7 +127,7 @@ fi
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report -----------------------------------------------------------------------------------
-ratio() { # ratio A B: A/B with 2 decimals, or n/a
+ratio() { # ratio A B: A/B with 2 decimals, or n/a (speed: reference time / our time)
     [[ $1 == n/a || $2 == n/a || -z $1 || -z $2 ]] && { echo n/a; return; }
     awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2f", a / b }'
 }
@@ -142,6 +142,6 @@ for pair in "qemu-img qcow2:stemcell qcow2" "qemu-img vmdk:stemcell vmdk" "qemu-
     ref=${pair%%:*} ours=${pair#*:}
     [[ -n ${T[$ref]:-} ]] || continue
     echo "| $ref | ${T[$ref]} | 1.00 | ${CPU[$ref]} | ${SIZE[$ref]} | 1.00 | ${RSS[$ref]} |"
-    echo "| $ours | ${T[$ours]} | $(ratio "${T[$ref]}" "${T[$ours]}")× | ${CPU[$ours]} | ${SIZE[$ours]} |" \
+    echo "| $ours | ${T[$ours]} | $(ratio "${T[$ref]}" "${T[$ours]}") | ${CPU[$ours]} | ${SIZE[$ours]} |" \
         "$(ratio "${SIZE[$ours]}" "${SIZE[$ref]}") | ${RSS[$ours]} |"
 done
