@@ -176,18 +176,8 @@ impl<'a> ImageBuilder<'a> {
         let l1 = be_bytes(&self.l1);
         self.header.l1_table_offset = self.write_cluster_aligned(&l1)?;
 
-        // The refcount structures count themselves: size them by fixed-point iteration.
         let used = self.written.div_ceil(CLUSTER_SIZE);
-        let (mut blocks, mut table_clusters) = (0u64, 0u64);
-        loop {
-            let n = used + table_clusters + blocks;
-            let b = n.div_ceil(REFCOUNTS_PER_BLOCK);
-            let t = b.div_ceil(RT_ENTRIES_PER_CLUSTER);
-            if (b, t) == (blocks, table_clusters) {
-                break;
-            }
-            (blocks, table_clusters) = (b, t);
-        }
+        let (table_clusters, blocks) = refcount_layout(used);
         let table_offset = used * CLUSTER_SIZE;
         let blocks_offset = table_offset + table_clusters * CLUSTER_SIZE;
         for cluster in used..used + table_clusters + blocks {
@@ -275,6 +265,53 @@ impl<'a> ImageBuilder<'a> {
     }
 }
 
+/// Refcount table clusters and refcount blocks needed when `used` clusters precede them. They
+/// count themselves, so the sizes come from a fixed-point iteration (formats.md §1.6 step 5).
+fn refcount_layout(used: u64) -> (u64, u64) {
+    let (mut table_clusters, mut blocks) = (0u64, 0u64);
+    loop {
+        let n = used + table_clusters + blocks;
+        let b = n.div_ceil(REFCOUNTS_PER_BLOCK);
+        let t = b.div_ceil(RT_ENTRIES_PER_CLUSTER);
+        if (t, b) == (table_clusters, blocks) {
+            return (t, b);
+        }
+        (table_clusters, blocks) = (t, b);
+    }
+}
+
 fn be_bytes(entries: &[u64]) -> Vec<u8> {
     entries.iter().flat_map(|e| e.to_be_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refcount_structures_count_themselves() {
+        assert_eq!(refcount_layout(3), (1, 1));
+        // 32766 + table + block fill one block exactly; one more cluster needs a second block.
+        assert_eq!(refcount_layout(32766), (1, 1));
+        assert_eq!(refcount_layout(32767), (1, 2));
+        // 8192 blocks fill one table cluster (16 TiB of host file); beyond, a second one.
+        let (t, b) = refcount_layout(8192 * 32768 - 8193);
+        assert_eq!((t, b), (1, 8192));
+        assert_eq!(refcount_layout(8192 * 32768).0, 2);
+    }
+
+    #[test]
+    fn incompressible_clusters_stay_plain() {
+        let text = b"stemcell ".repeat(8000)[..CLUSTER_SIZE as usize].to_vec();
+        assert!(deflate(&text).is_some_and(|d| d.len() < 1000));
+        let mut noise = Vec::new();
+        let mut x = 88172645463325252u64;
+        while noise.len() < CLUSTER_SIZE as usize {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            noise.extend_from_slice(&x.to_le_bytes());
+        }
+        assert!(deflate(&noise).is_none());
+    }
 }
