@@ -1,0 +1,197 @@
+//! VHD writer and checker against qemu-img on generated disks.
+#[path = "common/vhdvmdk.rs"]
+mod disks;
+
+use disks::*;
+use std::path::Path;
+use stemcell::formats::{self, DiskKind, Format};
+
+const MIB: u64 = 1 << 20;
+
+fn convert(raw: &Path, fmt: Format, name: &str) -> std::path::PathBuf {
+    let out = raw.with_file_name(name);
+    formats::convert(raw, &out, &fmt, true).unwrap();
+    out
+}
+
+fn assert_clean(path: &Path, size: u64) {
+    let report = formats::vhd::check(path).unwrap();
+    assert!(
+        report.problems.is_empty(),
+        "{}: {:?}",
+        path.display(),
+        report.problems
+    );
+    assert_eq!(report.virtual_size, size);
+}
+
+#[test]
+fn dynamic_matches_raw_with_holes_zero_blocks_and_partial_last_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 70 * MIB + 3 * 512; // last 2 MiB block is partial
+    let raw = make_disk(
+        dir.path(),
+        "disk.raw",
+        size,
+        &[
+            (0, 4096),
+            (3 * MIB + 17 * 512, 5 * MIB as usize),
+            (size - 1024, 1024),
+        ],
+    );
+    // An all-zero block inside a data range must stay unallocated.
+    std::fs::OpenOptions::new().write(true).open(&raw).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(
+        &std::fs::File::options().write(true).open(&raw).unwrap(),
+        &vec![0u8; 2 * MIB as usize],
+        4 * MIB,
+    )
+    .unwrap();
+    let vhd = convert(&raw, Format::VhdDynamic, "disk.vhd");
+    assert_qemu_identical(&raw, "vpc", &vhd);
+    assert_eq!(qemu_info("vpc", &vhd)["virtual-size"], size);
+    assert_clean(&vhd, size);
+    assert_eq!(formats::detect(&vhd).unwrap(), DiskKind::VhdDynamic);
+    let bytes = std::fs::read(&vhd).unwrap();
+    assert_eq!(&bytes[28..40], b"win \x00\x0a\x00\x00Wi2k");
+    assert_eq!(bytes[..512], bytes[bytes.len() - 512..], "footer copy");
+    // BAT: exactly ceil(size / 2 MiB) entries, blocks 0,1,(2: 3M..),3,4? (4 MiB..6 MiB is zero)
+    let entries = u32::from_be_bytes(bytes[512 + 28..512 + 32].try_into().unwrap());
+    assert_eq!(entries as u64, size.div_ceil(2 * MIB));
+    let report = formats::vhd::check(&vhd).unwrap();
+    let allocated = report
+        .details
+        .iter()
+        .find(|(k, _)| k == "allocated blocks")
+        .unwrap();
+    // data at block 0, blocks 1..=4 hold 3M+8.5K..8M+8.5K except 4M..6M zeroed => blocks 1,3,4, and the last
+    assert_eq!(allocated.1, format!("5 of {entries}"));
+}
+
+#[test]
+fn all_zero_and_multi_gib_sparse_disks() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = make_disk(dir.path(), "zero.raw", 64 * MIB, &[]);
+    let vhd = convert(&raw, Format::VhdDynamic, "zero.vhd");
+    assert_qemu_identical(&raw, "vpc", &vhd);
+    assert_clean(&vhd, 64 * MIB);
+    assert_eq!(
+        std::fs::metadata(&vhd).unwrap().len(),
+        512 + 1024 + 512 + 512
+    );
+
+    let size = 5 << 30;
+    let raw = make_disk(
+        dir.path(),
+        "big.raw",
+        size,
+        &[(MIB, 4096), (3 << 30, 65536), (size - 512, 512)],
+    );
+    let vhd = convert(&raw, Format::VhdDynamic, "big.vhd");
+    assert_qemu_identical(&raw, "vpc", &vhd);
+    assert_eq!(qemu_info("vpc", &vhd)["virtual-size"], size);
+    assert_clean(&vhd, size);
+    assert!(std::fs::metadata(&vhd).unwrap().len() < 8 * MIB);
+}
+
+#[test]
+fn fixed_matches_raw_and_refuses_sizes_that_are_not_whole_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 33 * MIB;
+    let raw = make_disk(
+        dir.path(),
+        "disk.raw",
+        size,
+        &[(512, 3 * MIB as usize), (size - 4096, 4096)],
+    );
+    let vhd = convert(&raw, Format::VhdFixed, "disk.vhd");
+    assert_eq!(std::fs::metadata(&vhd).unwrap().len(), size + 512);
+    assert_qemu_identical(&raw, "vpc", &vhd);
+    assert_eq!(qemu_info("vpc", &vhd)["virtual-size"], size);
+    assert_clean(&vhd, size);
+    assert_eq!(formats::detect(&vhd).unwrap(), DiskKind::VhdFixed);
+
+    let odd = make_disk(dir.path(), "odd.raw", size + 512, &[(0, 512)]);
+    let out = dir.path().join("odd.vhd");
+    let err = formats::convert(&odd, &out, &Format::VhdFixed, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("whole number of MiB") && err.contains("odd.raw"),
+        "{err}"
+    );
+    assert!(!err.contains('\n'));
+    assert!(!out.exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        3,
+        "no partial output left"
+    );
+}
+
+#[test]
+fn source_date_epoch_makes_builds_reproduce() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = make_disk(dir.path(), "disk.raw", 8 * MIB, &[(0, 100_000)]);
+    std::env::set_var("SOURCE_DATE_EPOCH", "1700000000");
+    let a = std::fs::read(convert(&raw, Format::VhdDynamic, "a.vhd")).unwrap();
+    let b = std::fs::read(convert(&raw, Format::VhdDynamic, "b.vhd")).unwrap();
+    std::env::remove_var("SOURCE_DATE_EPOCH");
+    assert_eq!(a, b);
+    assert_eq!(
+        u32::from_be_bytes(a[24..28].try_into().unwrap()) as u64,
+        1_700_000_000 - 946_684_800
+    );
+}
+
+#[test]
+fn checker_reports_corrupted_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = make_disk(
+        dir.path(),
+        "disk.raw",
+        16 * MIB,
+        &[(0, 3 * MIB as usize), (10 * MIB, 4096)],
+    );
+    let vhd = convert(&raw, Format::VhdDynamic, "disk.vhd");
+    let len = std::fs::metadata(&vhd).unwrap().len() as usize;
+    let problems = |name: &str, edit: &dyn Fn(&mut Vec<u8>)| {
+        let p = corrupt(&vhd, &dir.path().join(name), |b| edit(b));
+        formats::vhd::check(&p).unwrap().problems
+    };
+    let p = problems("sum.vhd", &|b| b[len - 512 + 64] ^= 1);
+    assert!(p.iter().any(|l| l.contains("footer: checksum")), "{p:?}");
+    assert!(p.iter().any(|l| l.contains("footer copy")), "{p:?}");
+    let p = problems("hdr.vhd", &|b| b[512 + 36] ^= 1);
+    assert!(
+        p.iter().any(|l| l.contains("dynamic header: checksum")),
+        "{p:?}"
+    );
+    // Second BAT entry pointing at the first block: overlap.
+    let p = problems("bat.vhd", &|b| {
+        let first: [u8; 4] = b[1536..1540].try_into().unwrap();
+        b[1540..1544].copy_from_slice(&first);
+    });
+    assert!(p.iter().any(|l| l.contains("overlap")), "{p:?}");
+    let p = problems("batout.vhd", &|b| {
+        b[1536..1540].copy_from_slice(&0x00FF_FFFFu32.to_be_bytes())
+    });
+    assert!(
+        p.iter().any(|l| l.contains("outside the data area")),
+        "{p:?}"
+    );
+    let p = problems("trunc.vhd", &|b| b.truncate(len - 4096));
+    assert!(!p.is_empty(), "truncated file passes");
+    let p = problems("future.vhd", &|b| {
+        for at in [0, len - 512] {
+            b[at + 24..at + 28].copy_from_slice(&u32::MAX.to_be_bytes());
+            let sum = stemcell::formats::vhd::layout::checksum(&b[at..at + 512], 64);
+            b[at + 64..at + 68].copy_from_slice(&sum.to_be_bytes());
+        }
+    });
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].contains("future"), "{p:?}");
+    for l in p {
+        assert!(!l.contains('\n'));
+    }
+}
