@@ -15,12 +15,12 @@ pub use write::VhdWriter;
 
 /// `SOURCE_DATE_EPOCH` (seconds since the Unix epoch) when set and valid: reproducible builds
 /// take every timestamp from it and derive every "random" id from the input instead.
-pub(crate) fn source_date_epoch() -> Option<u64> {
+pub fn source_date_epoch() -> Option<u64> {
     std::env::var("SOURCE_DATE_EPOCH").ok()?.trim().parse().ok()
 }
 
 /// Seconds since the Unix epoch: `SOURCE_DATE_EPOCH` when set, else the clock.
-pub(crate) fn build_time() -> u64 {
+pub fn build_time() -> u64 {
     source_date_epoch().unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
