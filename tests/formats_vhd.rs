@@ -195,3 +195,49 @@ fn checker_reports_corrupted_copies() {
         assert!(!l.contains('\n'));
     }
 }
+
+#[test]
+fn cloudstack_bzip2_of_a_dynamic_vhd_round_trips_with_bunzip2() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = make_disk(
+        dir.path(),
+        "disk.raw",
+        12 * MIB,
+        &[(0, 1_500_000), (9 * MIB, 300_000)],
+    );
+    write_text(&raw, 3 * MIB, 2 * MIB as usize);
+    let vhd = convert(&raw, Format::VhdDynamic, "root.vhd");
+    let bz = dir.path().join("image");
+    let mut out = std::fs::File::create(&bz).unwrap();
+    formats::bzip2::compress_file(&vhd, &mut out).unwrap();
+    drop(out);
+    let (code, text) = run(
+        "sh",
+        &[
+            "-c",
+            &format!("bunzip2 -c {} | cmp - {}", bz.display(), vhd.display()),
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = run("bzip2", &["-t", bz.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+}
+
+#[test]
+fn libvhdi_reads_it_when_installed() {
+    if run("sh", &["-c", "command -v vhdiinfo"]).0 != 0 {
+        eprintln!("vhdiinfo not installed, skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let raw = make_disk(dir.path(), "disk.raw", 6 * MIB, &[(0, 10_000)]);
+    for (fmt, kind) in [(Format::VhdDynamic, "Dynamic"), (Format::VhdFixed, "Fixed")] {
+        let vhd = convert(&raw, fmt, &format!("{kind}.vhd"));
+        let (code, text) = run("vhdiinfo", &[vhd.to_str().unwrap()]);
+        assert_eq!(code, 0, "{text}");
+        assert!(
+            text.contains(kind) && text.contains("(6291456 bytes)"),
+            "{text}"
+        );
+    }
+}
