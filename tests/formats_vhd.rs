@@ -241,3 +241,30 @@ fn libvhdi_reads_it_when_installed() {
         );
     }
 }
+
+/// Random byte edits anywhere in the file never make the checker panic.
+#[test]
+fn checker_survives_random_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = make_disk(dir.path(), "disk.raw", 4 * MIB, &[(0, 5000)]);
+    let vhd = convert(&raw, Format::VhdDynamic, "disk.vhd");
+    let bytes = std::fs::read(&vhd).unwrap();
+    let noise = random_bytes(7, 4 * 200);
+    let target = dir.path().join("c.vhd");
+    for (i, n) in noise.chunks_exact(4).enumerate() {
+        let mut b = bytes.clone();
+        let r = u32::from_le_bytes(n.try_into().unwrap()) as usize;
+        let at = match i % 3 {
+            0 => r % 2048,
+            1 => b.len() - 1 - r % 512,
+            _ => r % b.len(),
+        };
+        b[at] ^= 1 << (r % 8) | 0x80;
+        std::fs::write(&target, &b).unwrap();
+        let report = formats::vhd::check(&target).unwrap();
+        // Any edit in the footer is caught (the checksum covers all of it).
+        if at >= b.len() - 512 {
+            assert!(!report.problems.is_empty(), "edit at {at} not caught");
+        }
+    }
+}

@@ -184,7 +184,10 @@ fn check_footer(b: &[u8; 512], what: &str, r: &mut CheckReport) -> FooterInfo {
 
 fn check_dynamic(file: &File, len: u64, f: &FooterInfo, r: &mut CheckReport) -> Result<()> {
     let footer_at = len - 512;
-    if f.data_offset % 512 != 0 || f.data_offset < 512 || f.data_offset + 1024 > footer_at {
+    if f.data_offset % 512 != 0
+        || f.data_offset < 512
+        || f.data_offset.saturating_add(1024) > footer_at
+    {
         r.problems.push(format!(
             "footer: data offset {} does not point at a header inside the file",
             f.data_offset
@@ -238,7 +241,7 @@ fn check_dynamic(file: &File, len: u64, f: &FooterInfo, r: &mut CheckReport) -> 
         ));
     }
     let bat_offset = be64(&h, 16);
-    let bat_end = bat_offset + (entries * 4).div_ceil(512) * 512;
+    let bat_end = bat_offset.saturating_add((entries * 4).div_ceil(512) * 512);
     if bat_offset == 0 || bat_offset % 512 != 0 {
         p(format!(
             "BAT offset {bat_offset} is not a positive multiple of 512"

@@ -34,18 +34,18 @@ pub fn check(path: &Path) -> Result<CheckReport> {
             .push("header: bad magic, expected \"KDMV\"".into());
         return Ok(r);
     };
-    r.virtual_size = h.capacity * 512;
+    r.virtual_size = h.capacity.saturating_mul(512);
     if !check_header(&h, "header", &mut r) {
         return Ok(r);
     }
-    check_descriptor(&file, &h, &mut r).map_err(io)?;
-    let tail_start = h.overhead * 512;
-    if len % 512 != 0 || len < tail_start + 1536 {
+    let tail_start = h.overhead.saturating_mul(512);
+    if len % 512 != 0 || len < tail_start.saturating_add(1536) {
         r.problems.push(format!(
             "file is {len} bytes: truncated or not a whole number of sectors"
         ));
         return Ok(r);
     }
+    check_descriptor(&file, &h, &mut r).map_err(io)?;
     let gd_offset = check_footer(&file, len, &h, &mut r).map_err(io)?;
     let grains = walk_stream(&file, len, &h, &mut r)?;
     if let Some(gd_offset) = gd_offset {
@@ -100,7 +100,9 @@ fn check_header(h: &Header, what: &str, r: &mut CheckReport) -> bool {
             h.grain_sectors
         ));
     }
-    if h.descriptor_offset == 0 || h.descriptor_offset + h.descriptor_sectors > h.overhead {
+    if h.descriptor_offset == 0
+        || h.descriptor_offset.saturating_add(h.descriptor_sectors) > h.overhead
+    {
         p(format!(
             "descriptor at sectors {}+{} does not fit before the grains at {}",
             h.descriptor_offset, h.descriptor_sectors, h.overhead
@@ -111,6 +113,13 @@ fn check_header(h: &Header, what: &str, r: &mut CheckReport) -> bool {
 }
 
 fn check_descriptor(file: &File, h: &Header, r: &mut CheckReport) -> std::io::Result<()> {
+    if h.descriptor_sectors > 2048 {
+        r.problems.push(format!(
+            "descriptor: {} sectors is implausibly large",
+            h.descriptor_sectors
+        ));
+        return Ok(());
+    }
     let mut buf = vec![0u8; (h.descriptor_sectors * 512) as usize];
     file.read_exact_at(&mut buf, h.descriptor_offset * 512)?;
     let end = buf.iter().position(|&c| c == 0).unwrap_or(buf.len());
@@ -246,6 +255,8 @@ struct Records<'a> {
     len: u64,
     sector: u64,
     done: bool,
+    /// Largest plausible compressed grain (zlib's worst case is a little over the input).
+    max_compressed: u64,
 }
 
 impl Iterator for Records<'_> {
@@ -255,7 +266,7 @@ impl Iterator for Records<'_> {
         if self.done {
             return None;
         }
-        let at = self.sector * 512;
+        let at = self.sector.saturating_mul(512);
         if at + 512 > self.len {
             self.done = true;
             return Some(Ok(Record::Broken(format!(
@@ -269,6 +280,13 @@ impl Iterator for Records<'_> {
         }
         let (val, size, kind) = (le64(&m, 0), le32(&m, 8) as u64, le32(&m, 12));
         let sector = self.sector;
+        if size > self.max_compressed {
+            self.done = true;
+            let s = format!(
+                "grain at sector {sector}: compressed size {size} is more than a grain can take"
+            );
+            return Some(Ok(Record::Broken(s)));
+        }
         if size != 0 {
             let total = (12 + size).div_ceil(512) * 512;
             if at + total > self.len {
@@ -290,7 +308,9 @@ impl Iterator for Records<'_> {
         }
         match kind {
             MARKER_EOS => self.done = true,
-            MARKER_GT | MARKER_GD | MARKER_FOOTER => self.sector += 1 + val,
+            MARKER_GT | MARKER_GD | MARKER_FOOTER => {
+                self.sector = self.sector.saturating_add(val).saturating_add(1)
+            }
             other => {
                 self.done = true;
                 return Some(Ok(Record::Broken(format!(
@@ -324,6 +344,7 @@ fn walk_stream(file: &File, len: u64, h: &Header, r: &mut CheckReport) -> Result
         len,
         sector: h.overhead,
         done: false,
+        max_compressed: 2 * grain_bytes + 4096,
     };
     let mut grains = 0u64;
     let mut last_lba: Option<u64> = None;
@@ -424,7 +445,11 @@ fn check_tables(
     r: &mut CheckReport,
 ) -> std::io::Result<u64> {
     let gts = h.capacity.div_ceil(h.grain_sectors).div_ceil(GT_ENTRIES);
-    if (gd_offset + (gts * 4).div_ceil(512)) * 512 > len {
+    if gd_offset
+        .saturating_add((gts * 4).div_ceil(512))
+        .saturating_mul(512)
+        > len
+    {
         r.problems.push(format!(
             "grain directory at sector {gd_offset} runs past the end of the file"
         ));
