@@ -52,6 +52,11 @@ fn dynamic_matches_raw_with_holes_zero_blocks_and_partial_last_block() {
     assert_eq!(qemu_info("vpc", &vhd)["virtual-size"], size);
     assert_clean(&vhd, size);
     assert_eq!(formats::detect(&vhd).unwrap(), DiskKind::VhdDynamic);
+    assert_ne!(
+        libyal_matches("vhd", &vhd, &raw),
+        Some(false),
+        "libvhdi reads different data"
+    );
     let bytes = std::fs::read(&vhd).unwrap();
     assert_eq!(&bytes[28..40], b"win \x00\x0a\x00\x00Wi2k");
     assert_eq!(bytes[..512], bytes[bytes.len() - 512..], "footer copy");
@@ -110,6 +115,11 @@ fn fixed_matches_raw_and_refuses_sizes_that_are_not_whole_mib() {
     assert_eq!(qemu_info("vpc", &vhd)["virtual-size"], size);
     assert_clean(&vhd, size);
     assert_eq!(formats::detect(&vhd).unwrap(), DiskKind::VhdFixed);
+    assert_ne!(
+        libyal_matches("vhd", &vhd, &raw),
+        Some(false),
+        "libvhdi reads different data"
+    );
 
     let odd = make_disk(dir.path(), "odd.raw", size + 512, &[(0, 512)]);
     let out = dir.path().join("odd.vhd");

@@ -56,6 +56,11 @@ fn stream_matches_raw_with_holes_zero_grains_and_partial_last_grain() {
     .unwrap();
     let vmdk = convert(&raw, "disk.vmdk");
     assert_good(&raw, &vmdk, size);
+    assert_ne!(
+        libyal_matches("vmdk", &vmdk, &raw),
+        Some(false),
+        "libvmdk reads different data"
+    );
     let report = formats::vmdk::check(&vmdk).unwrap();
     let extent = report.details.iter().find(|(k, _)| k == "extent").unwrap();
     assert_eq!(extent.1, "disk.vmdk", "extent named after the output file");

@@ -100,3 +100,28 @@ pub fn corrupt(src: &Path, dst: &Path, edit: impl FnOnce(&mut Vec<u8>)) -> PathB
     std::fs::write(dst, &bytes).unwrap();
     dst.to_path_buf()
 }
+
+/// Reads `img` back with libyal's Python bindings (python3-libvmdk / python3-libvhdi, an
+/// independent reader) and compares every byte with `raw`. `None` when they are not installed.
+pub fn libyal_matches(kind: &str, img: &Path, raw: &Path) -> Option<bool> {
+    let open = match kind {
+        "vmdk" => "import pyvmdk\nh = pyvmdk.handle(); h.open(img); h.open_extent_data_files()",
+        "vhd" => "import pyvhdi\nh = pyvhdi.file(); h.open(img)",
+        _ => panic!("unknown kind {kind}"),
+    };
+    let script = format!(
+        "import sys\nimg, raw = sys.argv[1], sys.argv[2]\ntry:\n    {}\nexcept ImportError:\n    sys.exit(3)\n\
+         data = h.read_buffer(h.get_media_size())\nsys.exit(0 if data == open(raw, 'rb').read() else 1)\n",
+        open.replace('\n', "\n    ")
+    );
+    let (code, text) = run(
+        "/usr/bin/python3",
+        &["-c", &script, img.to_str().unwrap(), raw.to_str().unwrap()],
+    );
+    match code {
+        3 => None,
+        0 => Some(true),
+        1 => Some(false),
+        _ => panic!("libyal read of {}: {text}", img.display()),
+    }
+}
