@@ -30,7 +30,7 @@ impl DiskWriter for OvaWriter {
 }
 
 /// Writes the uncompressed tar of `image.ovf`, `image.mf` and `image-disk1.vmdk` for `disk`
-/// to `out`. The VMDK goes through an anonymous temporary file (in `$TMPDIR`) first: its size
+/// to `out`. The VMDK goes through an anonymous temporary file next to the raw disk first: its size
 /// goes in the descriptor and its SHA-1 in the manifest, and both precede it in the archive.
 pub fn write_vsphere_image_tar(
     disk: &RawDisk,
@@ -38,7 +38,7 @@ pub fn write_vsphere_image_tar(
     out: &mut dyn Write,
 ) -> Result<()> {
     let mut vmdk_file =
-        tempfile::tempfile().context("cannot create a temporary file for the VMDK")?;
+        temp_file_near(disk).context("cannot create a temporary file for the VMDK")?;
     let info = vmdk::write_stream(disk, &mut vmdk_file, VMDK_NAME)?;
     vmdk_file.seek(SeekFrom::Start(0))?;
     let vmdk_sha1 = sha1_of(&mut vmdk_file).context("cannot read back the temporary VMDK")?;
@@ -77,6 +77,15 @@ pub fn write_vsphere_image_tar(
         .flush()
         .context("write error")?;
     Ok(())
+}
+
+/// An anonymous temporary file next to the raw disk (the build's work directory, which has room
+/// for a disk-sized file, unlike a small tmpfs `/tmp`), else in `$TMPDIR`.
+fn temp_file_near(disk: &RawDisk) -> std::io::Result<File> {
+    match disk.path().parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => tempfile::tempfile_in(dir).or_else(|_| tempfile::tempfile()),
+        None => tempfile::tempfile_in(".").or_else(|_| tempfile::tempfile()),
+    }
 }
 
 /// One regular-file member: ustar header, mode 0644, owner root, fixed mtime.
