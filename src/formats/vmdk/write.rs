@@ -67,7 +67,7 @@ pub fn write_stream(disk: &RawDisk, out: &mut File, extent_name: &str) -> Result
         sector: OVERHEAD_SECTORS,
     };
     let mut grains = 0u64;
-    let indices = disk.chunks_with_data(GRAIN_BYTES).into_iter().map(Ok);
+    let indices = grains_with_data(disk).map(Ok);
     ordered_map(
         indices,
         WINDOW,
@@ -120,6 +120,18 @@ pub fn write_stream(disk: &RawDisk, out: &mut File, extent_name: &str) -> Result
     head[512..512 + text.len()].copy_from_slice(text.as_bytes());
     out.write_all_at(&head, 0).context("write error")?;
     Ok(StreamInfo { file_size, grains })
+}
+
+/// Indices of the grains that overlap data ranges, ascending, produced lazily: a list of every
+/// grain of a 2 TiB disk would take 256 MiB.
+fn grains_with_data(disk: &RawDisk) -> impl Iterator<Item = u64> + Send {
+    let mut next = 0u64;
+    disk.data_ranges().into_iter().flat_map(move |r| {
+        let first = (r.start / GRAIN_BYTES).max(next);
+        let last = (r.end - 1) / GRAIN_BYTES;
+        next = next.max(last + 1);
+        first..=last
+    })
 }
 
 /// A grain marker (lba, compressed size) followed by the zlib stream, padded to a sector.
