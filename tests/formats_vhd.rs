@@ -278,3 +278,44 @@ fn checker_survives_random_corruption() {
         }
     }
 }
+
+/// The checker agrees with vhd-util's verdicts on qemu-img's VHDs (formats.md §2.6 test matrix):
+/// plain dynamic and fixed are valid, force_size (maximum geometry) is "geometry too large".
+#[test]
+fn checker_agrees_with_vhd_util_on_qemu_img_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = make_disk(dir.path(), "disk.raw", 70 * MIB, &[(0, 100_000)]);
+    let cases = [
+        ("subformat=dynamic", true),
+        ("subformat=fixed", true),
+        ("subformat=fixed,force_size=on", false),
+        ("subformat=dynamic,force_size=on", false),
+    ];
+    for (i, (opts, valid)) in cases.into_iter().enumerate() {
+        let out = dir.path().join(format!("q{i}.vhd"));
+        let (code, text) = run(
+            "qemu-img",
+            &[
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "vpc",
+                "-o",
+                opts,
+                raw.to_str().unwrap(),
+                out.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(code, 0, "{text}");
+        let problems = formats::vhd::check(&out).unwrap().problems;
+        if valid {
+            assert!(problems.is_empty(), "{opts}: {problems:?}");
+        } else {
+            assert!(
+                problems.iter().any(|p| p.contains("geometry too large")),
+                "{opts}: {problems:?}"
+            );
+        }
+    }
+}
