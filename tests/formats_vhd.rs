@@ -319,3 +319,44 @@ fn checker_agrees_with_vhd_util_on_qemu_img_output() {
         }
     }
 }
+
+/// Benchmark, run by hand: `BENCH_FILE=<file> cargo test --release --test formats_vhd -- --ignored bench`.
+/// Prints our parallel bzip2 against `bzip2 -9` on the same file.
+#[test]
+#[ignore]
+fn bench_bzip2_against_the_bzip2_tool() {
+    let Ok(src) = std::env::var("BENCH_FILE") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.bz2");
+    let t = std::time::Instant::now();
+    formats::bzip2::compress_file(Path::new(&src), &mut std::fs::File::create(&ours).unwrap())
+        .unwrap();
+    let ours_s = t.elapsed().as_secs_f64();
+    let t = std::time::Instant::now();
+    let (code, _) = run(
+        "sh",
+        &[
+            "-c",
+            &format!("bzip2 -9 -c {src} > {}/tool.bz2", dir.path().display()),
+        ],
+    );
+    assert_eq!(code, 0);
+    let tool_s = t.elapsed().as_secs_f64();
+    let size = |n: &str| std::fs::metadata(dir.path().join(n)).unwrap().len();
+    eprintln!(
+        "bzip2: ours {ours_s:.1} s {} bytes, bzip2 -9 {tool_s:.1} s {} bytes, speed-up {:.2}x",
+        size("ours.bz2"),
+        size("tool.bz2"),
+        tool_s / ours_s
+    );
+    let (code, text) = run(
+        "sh",
+        &[
+            "-c",
+            &format!("bunzip2 -c {} | cmp - {src}", ours.display()),
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+}

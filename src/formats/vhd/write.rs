@@ -24,8 +24,9 @@ pub struct VhdWriter {
     pub fixed: bool,
 }
 
-/// Blocks read ahead of the writer (2 MiB each): bounds memory to about 64 MiB.
-const WINDOW: usize = 32;
+/// Blocks read ahead of the writer (2 MiB each): bounds memory to about 16 MiB (reading and
+/// zero-scanning need little parallelism; the disk is the bottleneck).
+const WINDOW: usize = 8;
 
 impl DiskWriter for VhdWriter {
     fn write(&self, disk: &RawDisk, out: &mut File) -> Result<()> {
