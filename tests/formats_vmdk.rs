@@ -179,3 +179,22 @@ fn checker_survives_random_corruption() {
         let _ = formats::vmdk::check(&target).unwrap();
     }
 }
+
+/// Benchmark, run by hand: `BENCH_VMDK=<file> cargo test --release --test formats_vmdk -- --ignored bench`.
+/// Times our checker (inflates every grain) against `qemu-img compare` needs a raw; this only prints.
+#[test]
+#[ignore]
+fn bench_checker() {
+    let Ok(path) = std::env::var("BENCH_VMDK") else {
+        return;
+    };
+    let t = std::time::Instant::now();
+    let report = formats::vmdk::check(Path::new(&path)).unwrap();
+    eprintln!(
+        "vmdk check: {:.1} s, {:?}, problems {:?}",
+        t.elapsed().as_secs_f64(),
+        report.details,
+        report.problems
+    );
+    assert!(report.problems.is_empty());
+}

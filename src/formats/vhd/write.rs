@@ -137,12 +137,12 @@ fn write_dynamic(disk: &RawDisk, out: &mut File) -> Result<()> {
 
     let mut head = Vec::with_capacity(first_block as usize);
     head.extend_from_slice(&footer);
+    debug_assert_eq!(head.len() as u64, HEADER_OFFSET);
     head.extend_from_slice(&encode_dynamic_header(size));
     debug_assert_eq!(head.len() as u64, BAT_OFFSET);
     head.extend(bat.iter().flat_map(|e| e.to_be_bytes()));
     head.resize(first_block as usize, 0xFF); // qemu pads the BAT with 0xFF; both pass vhd-util
     out.write_all_at(&head, 0).context("write error")?;
-    debug_assert_eq!(HEADER_OFFSET, 512);
     Ok(())
 }
 
