@@ -176,3 +176,32 @@ fn schema_validation_catches_a_broken_descriptor() {
     let (code, text) = xmllint(&path);
     assert_ne!(code, 0, "{text}");
 }
+
+#[test]
+fn source_date_epoch_makes_the_image_tar_reproduce() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = make_disk(
+        dir.path(),
+        "disk.raw",
+        4 * MIB,
+        &[(0, 100_000), (3 * MIB, 5000)],
+    );
+    let disk = formats::source::RawDisk::open(&raw).unwrap();
+    std::env::set_var("SOURCE_DATE_EPOCH", "1700000000");
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    formats::ova::write_vsphere_image_tar(&disk, &options(Firmware::Efi), &mut a).unwrap();
+    formats::ova::write_vsphere_image_tar(&disk, &options(Firmware::Efi), &mut b).unwrap();
+    std::env::remove_var("SOURCE_DATE_EPOCH");
+    assert!(a == b, "two builds differ");
+    let mtime = tar::Archive::new(&a[..])
+        .entries()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .header()
+        .mtime()
+        .unwrap();
+    assert_eq!(mtime, 1_700_000_000);
+}

@@ -198,3 +198,32 @@ fn bench_checker() {
     );
     assert!(report.problems.is_empty());
 }
+
+/// qemu-img's streamOptimized output has no footer and no EOS marker, which ESXi can reject
+/// (QEMU issue #1357): the checker says so, while our own output passes.
+#[test]
+fn checker_flags_qemu_img_stream_without_footer() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = make_disk(dir.path(), "disk.raw", 4 * MIB, &[(0, 100_000)]);
+    let q = dir.path().join("q.vmdk");
+    let (code, text) = run(
+        "qemu-img",
+        &[
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "vmdk",
+            "-o",
+            "subformat=streamOptimized",
+            raw.to_str().unwrap(),
+            q.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    let problems = formats::vmdk::check(&q).unwrap().problems.join(" | ");
+    assert!(
+        problems.contains("EOS") || problems.contains("footer"),
+        "{problems}"
+    );
+}
