@@ -44,13 +44,11 @@ pub fn check(path: &Path) -> Result<CheckReport> {
         ),
     ));
     match f.disk_type {
-        2 => {
-            if len != f.size + 512 {
-                r.problems.push(format!(
-                    "fixed VHD is {len} bytes, expected current size {} + 512",
-                    f.size
-                ));
-            }
+        2 if len != f.size.saturating_add(512) => {
+            r.problems.push(format!(
+                "fixed VHD is {len} bytes, expected current size {} + 512",
+                f.size
+            ));
         }
         3 | 4 => {
             if len < 512 + 1024 + 512 {
@@ -110,7 +108,7 @@ fn check_footer(b: &[u8; 512], what: &str, r: &mut CheckReport) -> FooterInfo {
         2 if data_offset != u64::MAX => p(format!(
             "fixed disk with data offset {data_offset:#x}, expected all ones"
         )),
-        2 | 3 | 4 => {}
+        2..=4 => {}
         t => p(format!(
             "disk type {t}, expected 2 (fixed), 3 (dynamic) or 4 (differencing)"
         )),
@@ -143,9 +141,6 @@ fn check_footer(b: &[u8; 512], what: &str, r: &mut CheckReport) -> FooterInfo {
     let size = be64(b, 48);
     if size % 512 != 0 {
         p(format!("current size {size} is not a multiple of 512"));
-    }
-    if be64(b, 40) != size {
-        // Allowed by the spec (a resized disk), worth reporting as a detail only.
     }
     let geometry = Chs {
         cylinders: be16(b, 56),
