@@ -3,6 +3,7 @@
 //! memory bounded whatever the disk size. Every format also has a checker, used by
 //! `stemcell verify`, that parses the file with the project's own reader.
 
+pub mod bzip2;
 pub mod gzip;
 pub mod ova;
 pub mod ovf;
