@@ -1,5 +1,6 @@
 //! Loading and validating `stages/`, OS definitions and `infrastructures/`, and resolving a
 //! build plan from them. Nothing here touches the build machine.
+pub mod infrastructure;
 pub mod os;
 pub mod plan;
 pub mod stage;
