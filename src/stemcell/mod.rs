@@ -4,3 +4,7 @@ pub mod manifest;
 pub mod naming;
 pub mod pack;
 pub mod tarball;
+pub mod reader;
+pub mod light;
+pub mod inspect;
+pub mod verify;
