@@ -60,10 +60,23 @@ pub fn parse_amis(pairs: &[String]) -> Result<Vec<(String, String)>> {
 
 fn sorted(m: &Mapping) -> Mapping {
     let mut entries: Vec<(Value, Value)> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    entries.sort_by(|a, b| a.0.as_str().unwrap_or_default().cmp(b.0.as_str().unwrap_or_default()));
+    entries.sort_by(|a, b| {
+        a.0.as_str()
+            .unwrap_or_default()
+            .cmp(b.0.as_str().unwrap_or_default())
+    });
     entries
         .into_iter()
-        .map(|(k, v)| (k, if let Value::Mapping(m) = v { Value::Mapping(sorted(&m)) } else { v }))
+        .map(|(k, v)| {
+            (
+                k,
+                if let Value::Mapping(m) = v {
+                    Value::Mapping(sorted(&m))
+                } else {
+                    v
+                },
+            )
+        })
         .collect()
 }
 
@@ -75,7 +88,11 @@ pub fn light_manifest(heavy: &ManifestView, target: &LightTarget) -> Result<Valu
     match target {
         LightTarget::Aws(amis) => {
             // The light builder turns `xen` into `xen-hvm` in the name if needed.
-            let name = if name.contains("xen-hvm") { name } else { name.replacen("xen", "xen-hvm", 1) };
+            let name = if name.contains("xen-hvm") {
+                name
+            } else {
+                name.replacen("xen", "xen-hvm", 1)
+            };
             m.insert("name".into(), name.into());
             m.insert("version".into(), version.into());
             if let Some(api) = heavy.api_version.filter(|a| *a != 0) {
@@ -83,8 +100,14 @@ pub fn light_manifest(heavy: &ManifestView, target: &LightTarget) -> Result<Valu
             }
             m.insert("bosh_protocol".into(), "1".into());
             m.insert("sha1".into(), heavy.sha1.clone().unwrap_or_default().into());
-            m.insert("operating_system".into(), heavy.operating_system.clone().unwrap_or_default().into());
-            m.insert("stemcell_formats".into(), vec![Value::from("aws-light")].into());
+            m.insert(
+                "operating_system".into(),
+                heavy.operating_system.clone().unwrap_or_default().into(),
+            );
+            m.insert(
+                "stemcell_formats".into(),
+                vec![Value::from("aws-light")].into(),
+            );
             let mut cp = Mapping::new();
             cp.insert("infrastructure".into(), "aws".into());
             let mut ami = Mapping::new();
@@ -99,7 +122,10 @@ pub fn light_manifest(heavy: &ManifestView, target: &LightTarget) -> Result<Valu
         LightTarget::Google(url) => {
             m = heavy.raw.clone();
             m.insert("sha1".into(), EMPTY_SHA1.into());
-            m.insert("stemcell_formats".into(), vec![Value::from("google-light")].into());
+            m.insert(
+                "stemcell_formats".into(),
+                vec![Value::from("google-light")].into(),
+            );
             let mut cp = heavy.cloud_properties.clone();
             cp.insert("image_url".into(), url.clone().into());
             m.insert("cloud_properties".into(), cp.into());
@@ -108,10 +134,16 @@ pub fn light_manifest(heavy: &ManifestView, target: &LightTarget) -> Result<Valu
         LightTarget::Openstack(id) => {
             m.insert("name".into(), name.into());
             m.insert("version".into(), version.into());
-            m.insert("operating_system".into(), heavy.operating_system.clone().unwrap_or_default().into());
+            m.insert(
+                "operating_system".into(),
+                heavy.operating_system.clone().unwrap_or_default().into(),
+            );
             m.insert("sha1".into(), heavy.sha1.clone().unwrap_or_default().into());
             m.insert("bosh_protocol".into(), "1".into());
-            m.insert("stemcell_formats".into(), vec![Value::from("openstack-light")].into());
+            m.insert(
+                "stemcell_formats".into(),
+                vec![Value::from("openstack-light")].into(),
+            );
             if let Some(api) = heavy.api_version.filter(|a| *a != 0) {
                 m.insert("api_version".into(), api.into());
             }
@@ -124,12 +156,20 @@ pub fn light_manifest(heavy: &ManifestView, target: &LightTarget) -> Result<Valu
 }
 
 /// Writes the light stemcell of `heavy` into `out_dir`.
-pub fn make_light(heavy: &Path, target: &LightTarget, out_dir: &Path, force: bool) -> Result<Written> {
+pub fn make_light(
+    heavy: &Path,
+    target: &LightTarget,
+    out_dir: &Path,
+    force: bool,
+) -> Result<Written> {
     let scan = read_stemcell(heavy, None)?;
     if let Some(p) = scan.problems.first() {
         bail!("{}: {p}", heavy.display());
     }
-    let text = scan.manifest_text.as_deref().with_context(|| format!("{}: no stemcell.MF member", heavy.display()))?;
+    let text = scan
+        .manifest_text
+        .as_deref()
+        .with_context(|| format!("{}: no stemcell.MF member", heavy.display()))?;
     let view = ManifestView::parse(text).with_context(|| format!("{}", heavy.display()))?;
     if let Some(p) = view.problems.first() {
         bail!("{}: {p}", heavy.display());
@@ -150,16 +190,29 @@ pub fn make_light(heavy: &Path, target: &LightTarget, out_dir: &Path, force: boo
         );
     }
     let manifest = light_manifest(&view, target)?;
-    let name = manifest.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let name = manifest
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let file_name = light_tarball_name(&name, view.version.as_deref().unwrap_or_default())?;
     let mut out = AtomicOutput::create(&out_dir.join(&file_name), force)?;
     let members: Vec<Member> = scan
         .small
         .iter()
         .filter(|(n, _)| n != "stemcell.MF" && n != "image")
-        .map(|(n, d)| Member { name: n.clone(), data: d.clone() })
+        .map(|(n, d)| Member {
+            name: n.clone(),
+            data: d.clone(),
+        })
         .collect();
-    let written = write_stemcell_tgz(&mut out, &to_yaml(&manifest)?, &members, ImageContent::Empty, source_date_epoch())?;
+    let written = write_stemcell_tgz(
+        &mut out,
+        &to_yaml(&manifest)?,
+        &members,
+        ImageContent::Empty,
+        source_date_epoch(),
+    )?;
     out.commit()?;
     Ok(written)
 }

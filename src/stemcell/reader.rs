@@ -89,7 +89,9 @@ pub fn name_problem(name: &str) -> Option<String> {
     } else if name.starts_with('/') {
         Some(format!("member {name:?} has an absolute path"))
     } else if name.split('/').any(|c| c == "..") {
-        Some(format!("member {name:?} escapes the extraction directory (\"..\")"))
+        Some(format!(
+            "member {name:?} escapes the extraction directory (\"..\")"
+        ))
     } else if name.contains('/') {
         Some(format!("member {name:?} is not at the archive root"))
     } else {
@@ -101,17 +103,37 @@ pub fn name_problem(name: &str) -> Option<String> {
 /// decompressed bzip2 stream, as `disk.vhd`) are written there, sparse.
 pub fn read_stemcell(path: &Path, extract_to: Option<&Path>) -> Result<Scan> {
     let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mut hashing = Hashing { inner: BufReader::with_capacity(1 << 20, file), sha1: Sha1::new(), sha256: Some(Sha256::new()), len: 0 };
+    let mut hashing = Hashing {
+        inner: BufReader::with_capacity(1 << 20, file),
+        sha1: Sha1::new(),
+        sha256: Some(Sha256::new()),
+        len: 0,
+    };
     let mut magic = [0u8; 2];
     let mut scan = Scan::default();
     {
         let head = hashing.inner.fill_buf_compat()?;
-        magic.copy_from_slice(&head[..head.len().min(2)].iter().copied().chain([0, 0]).take(2).collect::<Vec<_>>());
+        magic.copy_from_slice(
+            &head[..head.len().min(2)]
+                .iter()
+                .copied()
+                .chain([0, 0])
+                .take(2)
+                .collect::<Vec<_>>(),
+        );
     }
     if magic != [0x1f, 0x8b] {
-        bail!("{}: not a gzip file (a stemcell must be a gzip-compressed tar)", path.display());
+        bail!(
+            "{}: not a gzip file (a stemcell must be a gzip-compressed tar)",
+            path.display()
+        );
     }
-    let corrupt = |e: &dyn std::fmt::Display| anyhow!("{}: truncated or corrupt stemcell tarball: {e}", path.display());
+    let corrupt = |e: &dyn std::fmt::Display| {
+        anyhow!(
+            "{}: truncated or corrupt stemcell tarball: {e}",
+            path.display()
+        )
+    };
     {
         let gz = flate2::read::MultiGzDecoder::new(&mut hashing);
         let mut archive = tar::Archive::new(gz);
@@ -125,22 +147,37 @@ pub fn read_stemcell(path: &Path, extract_to: Option<&Path>) -> Result<Scan> {
                 scan.problems.push(p);
             }
             if !regular {
-                scan.problems.push(format!("member {name:?} is not a regular file ({:?})", entry.header().entry_type()));
+                scan.problems.push(format!(
+                    "member {name:?} is not a regular file ({:?})",
+                    entry.header().entry_type()
+                ));
             }
             if scan.members.iter().any(|m| m.name == name) {
                 scan.problems.push(format!("member {name:?} appears twice"));
             }
-            scan.members.push(MemberInfo { name: name.clone(), size, regular });
+            scan.members.push(MemberInfo {
+                name: name.clone(),
+                size,
+                regular,
+            });
             let base = name.strip_prefix("./").unwrap_or(&name);
             if regular && base == "stemcell.MF" {
                 let mut text = String::new();
-                (&mut entry).take(SMALL_LIMIT).read_to_string(&mut text).map_err(|e| anyhow!("{}: stemcell.MF: {e}", path.display()))?;
+                (&mut entry)
+                    .take(SMALL_LIMIT)
+                    .read_to_string(&mut text)
+                    .map_err(|e| anyhow!("{}: stemcell.MF: {e}", path.display()))?;
                 scan.manifest_text = Some(text);
             } else if regular && base == "image" {
-                scan.image = Some(probe_image(&mut entry, size, extract_to).map_err(|e| corrupt(&format!("{e:#}")))?);
+                scan.image = Some(
+                    probe_image(&mut entry, size, extract_to)
+                        .map_err(|e| corrupt(&format!("{e:#}")))?,
+                );
             } else if regular && size <= SMALL_LIMIT {
                 let mut data = Vec::with_capacity(size as usize);
-                (&mut entry).read_to_end(&mut data).map_err(|e| corrupt(&e))?;
+                (&mut entry)
+                    .read_to_end(&mut data)
+                    .map_err(|e| corrupt(&e))?;
                 scan.small.push((name.clone(), data));
             }
             io::copy(&mut entry, &mut io::sink()).map_err(|e| corrupt(&e))?;
@@ -167,10 +204,19 @@ impl<R: Read> FillBufCompat for BufReader<R> {
 
 /// Looks at the start (and for VHD the end) of a disk image: (format, virtual size).
 pub fn identify(head: &[u8], tail: &[u8], size: u64) -> (String, Option<u64>) {
-    let be64 = |b: &[u8], at: usize| b.get(at..at + 8).map(|s| u64::from_be_bytes(s.try_into().unwrap()));
-    let le64 = |b: &[u8], at: usize| b.get(at..at + 8).map(|s| u64::from_le_bytes(s.try_into().unwrap()));
+    let be64 = |b: &[u8], at: usize| {
+        b.get(at..at + 8)
+            .map(|s| u64::from_be_bytes(s.try_into().unwrap()))
+    };
+    let le64 = |b: &[u8], at: usize| {
+        b.get(at..at + 8)
+            .map(|s| u64::from_le_bytes(s.try_into().unwrap()))
+    };
     if head.starts_with(b"QFI\xfb") {
-        let version = head.get(4..8).map(|v| u32::from_be_bytes(v.try_into().unwrap())).unwrap_or(0);
+        let version = head
+            .get(4..8)
+            .map(|v| u32::from_be_bytes(v.try_into().unwrap()))
+            .unwrap_or(0);
         let compat = if version == 2 { "0.10" } else { "1.1" };
         return (format!("qcow2 (compat {compat})"), be64(head, 24));
     }
@@ -230,8 +276,16 @@ fn copy_probe(src: &mut dyn Read, mut dest: Option<&mut File>) -> Result<(Vec<u8
 }
 
 fn probe_image(entry: &mut dyn Read, size: u64, extract_to: Option<&Path>) -> Result<ImageProbe> {
-    let mut hashing = Hashing { inner: entry, sha1: Sha1::new(), sha256: None, len: 0 };
-    let mut probe = ImageProbe { size, ..Default::default() };
+    let mut hashing = Hashing {
+        inner: entry,
+        sha1: Sha1::new(),
+        sha256: None,
+        len: 0,
+    };
+    let mut probe = ImageProbe {
+        size,
+        ..Default::default()
+    };
     let mut magic = [0u8; 3];
     let mut got = 0;
     while got < 3 {
@@ -252,24 +306,38 @@ fn probe_image(entry: &mut dyn Read, size: u64, extract_to: Option<&Path>) -> Re
                 let mut e = e?;
                 let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
                 let isize = e.header().size()?;
-                let mut dest = match (extract_to, e.header().entry_type().is_file(), name_problem(&name)) {
+                let mut dest = match (
+                    extract_to,
+                    e.header().entry_type().is_file(),
+                    name_problem(&name),
+                ) {
                     (Some(dir), true, None) => {
                         let p = dir.join(&name);
                         probe.extracted.push((name.clone(), p.clone()));
-                        Some(File::create(&p).with_context(|| format!("{}: cannot create", p.display()))?)
+                        Some(
+                            File::create(&p)
+                                .with_context(|| format!("{}: cannot create", p.display()))?,
+                        )
                     }
                     _ => None,
                 };
                 let (head, tail, len) = copy_probe(&mut e, dest.as_mut())?;
                 let (format, vsize) = identify(&head, &tail, len);
-                probe.inner.push(InnerMember { name, size: isize, format, virtual_size: vsize });
+                probe.inner.push(InnerMember {
+                    name,
+                    size: isize,
+                    format,
+                    virtual_size: vsize,
+                });
             }
             let mut inner = archive.into_inner();
             io::copy(&mut inner, &mut io::sink())?;
             Ok(())
         })();
         if let Err(e) = result {
-            probe.problems.push(format!("image: the inner gzip tar is corrupt: {e:#}"));
+            probe
+                .problems
+                .push(format!("image: the inner gzip tar is corrupt: {e:#}"));
         }
     } else if &magic[..got] == b"BZh" {
         probe.container = "bzip2".into();
@@ -287,7 +355,9 @@ fn probe_image(entry: &mut dyn Read, size: u64, extract_to: Option<&Path>) -> Re
                 let (format, vsize) = identify(&head, &tail, len);
                 probe.bzip2_disk = Some((format, vsize.unwrap_or(len)));
             }
-            Err(e) => probe.problems.push(format!("image: the bzip2 stream is corrupt: {e:#}")),
+            Err(e) => probe
+                .problems
+                .push(format!("image: the bzip2 stream is corrupt: {e:#}")),
         }
     } else {
         probe.container = "unknown".into();

@@ -228,7 +228,8 @@ pub fn write_stemcell_tgz(
 ) -> Result<Written> {
     use std::os::unix::fs::PermissionsExt;
     // A stemcell is a published artifact: world-readable like `tar` would leave it.
-    out.file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    out.file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     let file = out.file().try_clone().context("cannot reopen output")?;
     let mut tar = gz_tar(file, 6, mtime);
     tar.append_bytes("stemcell.MF", manifest_yaml.as_bytes())?;
