@@ -530,9 +530,19 @@ fn gzip_matches_gzip_and_is_close_in_size() {
         .output()
         .unwrap()
         .stdout;
+    // Same deflate engine single-threaded: the block split costs well under 1%.
+    let mut single = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    single.write_all(&data).unwrap();
+    let single = single.finish().unwrap().len();
+    assert!(
+        (ours.len() as f64) < single as f64 * 1.01,
+        "ours {} vs single-threaded {single}",
+        ours.len()
+    );
+    // zlib-rs level 6 vs GNU gzip -6 differs by a few % on this synthetic text (6.7% measured).
     let ratio = ours.len() as f64 / reference.len() as f64;
     assert!(
-        ratio < 1.03,
+        ratio < 1.08,
         "ours {} vs gzip -6 {} ({ratio:.3})",
         ours.len(),
         reference.len()
