@@ -548,3 +548,45 @@ fn gzip_matches_gzip_and_is_close_in_size() {
         reference.len()
     );
 }
+
+#[test]
+fn warden_files_image_from_a_root_directory() {
+    use stemcell::recipe::infrastructure;
+    use stemcell::stemcell::pack::{pack, ImageSource};
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("tmp")).unwrap();
+    std::fs::write(root.join("etc/hostname"), "bosh-stemcell").unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", root.join("etc/link")).unwrap();
+    let infra = infrastructure::load(Path::new(env!("CARGO_MANIFEST_DIR")), "warden").unwrap();
+    let ovf = stemcell::formats::OvfOptions {
+        name: "x".into(),
+        firmware: stemcell::formats::Firmware::Efi,
+        cpus: 1,
+        memory_mib: 512,
+    };
+    let spec = &infra.pack_specs("ubuntu-jammy", "1.606", b"", b"", &ovf, false)[0];
+    let packed = pack(spec, ImageSource::RootDir(&root), t.path()).unwrap();
+    assert_eq!(
+        packed.tarball.path.file_name().unwrap(),
+        "bosh-stemcell-1.606-warden-boshlite-ubuntu-jammy-go_agent.tgz"
+    );
+    let m = members(&packed.tarball.path);
+    std::fs::write(t.path().join("image"), &m[3].1).unwrap();
+    let list = Command::new("tar")
+        .args(["tvzf", "image"])
+        .current_dir(t.path())
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.contains("etc/hostname") && list.contains("etc/link -> /etc/hostname"),
+        "{list}"
+    );
+    assert!(
+        verify(&packed.tarball.path).0,
+        "{}",
+        verify(&packed.tarball.path).1
+    );
+}

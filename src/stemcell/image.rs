@@ -159,8 +159,9 @@ fn compress_bzip2(src: &Path, out: &mut dyn Write) -> Result<()> {
     Ok(())
 }
 
-/// Builds the warden image (a gzip tar of the whole root filesystem, members `./…` as the
-/// official `tar zcf image .` writes them) from `root`, in `dir`. The caller's tree must
+/// Builds the warden image (a gzip tar of the whole root filesystem) from `root`, in `dir`.
+/// Member names have no `./` prefix (the official `tar zcf image .` writes `./etc/...`; the
+/// warden CPI extracts either form). The caller's tree must
 /// already have `/tmp` at 1777 (the official builder chmods it before packing).
 pub fn from_root_dir(root: &Path, dir: &Path) -> Result<ImageFile> {
     let mut out = temp_in(dir, "image")?;
