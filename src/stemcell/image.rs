@@ -131,7 +131,6 @@ pub fn from_disk(
             disk_path.display()
         ),
     };
-    out.as_file_mut().sync_all().ok();
     Ok(ImageFile {
         file: out,
         sha1,
@@ -169,7 +168,6 @@ pub fn from_root_dir(root: &Path, dir: &Path) -> Result<ImageFile> {
     let gz = ParallelGzWriter::new(HashWriter::new(file), GzOptions::default());
     let gz = write_files_tar(root, gz)?;
     let (_, sha1, size) = gz.finish()?.finish();
-    out.as_file_mut().sync_all().ok();
     Ok(ImageFile {
         file: out,
         sha1,
