@@ -83,6 +83,8 @@ fn sha1(d: &[u8]) -> String {
     hex::encode(sha1::Sha1::digest(d))
 }
 
+type Members = Vec<(String, Vec<u8>)>;
+
 fn write_tgz(path: &Path, members: &[(String, Vec<u8>)]) {
     let f = std::fs::File::create(path).unwrap();
     let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
@@ -322,7 +324,7 @@ fn verify_rejects_each_corruption() {
     case("flip.tgz", &flipped, "corrupt");
     case("trunc.tgz", &bytes[..bytes.len() - 100], "corrupt");
     case("notgz.tgz", b"hello", "not a gzip file");
-    let rebuild = |name: &str, f: &dyn Fn(&mut Vec<(String, Vec<u8>)>), expect: &str| {
+    let rebuild = |name: &str, f: &dyn Fn(&mut Members), expect: &str| {
         let mut m = good.clone();
         f(&mut m);
         let p = t.path().join(name);

@@ -89,7 +89,7 @@ pub fn from_disk(
     mtime: u64,
 ) -> Result<ImageFile> {
     let disk = RawDisk::open(disk_path)?;
-    let mut out = temp_in(dir, "image")?;
+    let out = temp_in(dir, "image")?;
     let file = out.as_file().try_clone()?;
     let (sha1, size) = match kind {
         ImageKind::RawTar | ImageKind::RawdiskTar => {
@@ -163,7 +163,7 @@ fn compress_bzip2(src: &Path, out: &mut dyn Write) -> Result<()> {
 /// warden CPI extracts either form). The caller's tree must
 /// already have `/tmp` at 1777 (the official builder chmods it before packing).
 pub fn from_root_dir(root: &Path, dir: &Path) -> Result<ImageFile> {
-    let mut out = temp_in(dir, "image")?;
+    let out = temp_in(dir, "image")?;
     let file = out.as_file().try_clone()?;
     let gz = ParallelGzWriter::new(HashWriter::new(file), GzOptions::default());
     let gz = write_files_tar(root, gz)?;

@@ -109,20 +109,10 @@ pub fn read_stemcell(path: &Path, extract_to: Option<&Path>) -> Result<Scan> {
         sha256: Some(Sha256::new()),
         len: 0,
     };
-    let mut magic = [0u8; 2];
     let mut scan = Scan::default();
-    {
-        let head = hashing.inner.fill_buf_compat()?;
-        magic.copy_from_slice(
-            &head[..head.len().min(2)]
-                .iter()
-                .copied()
-                .chain([0, 0])
-                .take(2)
-                .collect::<Vec<_>>(),
-        );
-    }
-    if magic != [0x1f, 0x8b] {
+    // Peek at the gzip magic without consuming it (the bytes stay in the BufReader).
+    let is_gzip = io::BufRead::fill_buf(&mut hashing.inner)?.starts_with(&[0x1f, 0x8b]);
+    if !is_gzip {
         bail!(
             "{}: not a gzip file (a stemcell must be a gzip-compressed tar)",
             path.display()
@@ -175,9 +165,7 @@ pub fn read_stemcell(path: &Path, extract_to: Option<&Path>) -> Result<Scan> {
                 );
             } else if regular && size <= SMALL_LIMIT {
                 let mut data = Vec::with_capacity(size as usize);
-                (&mut entry)
-                    .read_to_end(&mut data)
-                    .map_err(|e| corrupt(&e))?;
+                entry.read_to_end(&mut data).map_err(|e| corrupt(&e))?;
                 scan.small.push((name.clone(), data));
             }
             io::copy(&mut entry, &mut io::sink()).map_err(|e| corrupt(&e))?;
@@ -191,15 +179,6 @@ pub fn read_stemcell(path: &Path, extract_to: Option<&Path>) -> Result<Scan> {
     scan.sha1 = hex::encode(hashing.sha1.finalize());
     scan.sha256 = hex::encode(hashing.sha256.take().expect("sha256 kept").finalize());
     Ok(scan)
-}
-
-trait FillBufCompat {
-    fn fill_buf_compat(&mut self) -> io::Result<&[u8]>;
-}
-impl<R: Read> FillBufCompat for BufReader<R> {
-    fn fill_buf_compat(&mut self) -> io::Result<&[u8]> {
-        io::BufRead::fill_buf(self)
-    }
 }
 
 /// Looks at the start (and for VHD the end) of a disk image: (format, virtual size).
