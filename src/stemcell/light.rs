@@ -197,20 +197,35 @@ pub fn make_light(
         .to_string();
     let file_name = light_tarball_name(&name, view.version.as_deref().unwrap_or_default())?;
     let mut out = AtomicOutput::create(&out_dir.join(&file_name), force)?;
-    let members: Vec<Member> = scan
-        .small
+    // The heavy's other members, on the same side of `image` as in the heavy tarball.
+    let image_at = scan
+        .members
         .iter()
-        .filter(|(n, _)| n != "stemcell.MF" && n != "image")
-        .map(|(n, d)| Member {
-            name: n.clone(),
-            data: d.clone(),
-        })
-        .collect();
+        .position(|m| m.name == "image")
+        .unwrap_or(usize::MAX);
+    let side = |name: &str| {
+        scan.members
+            .iter()
+            .position(|m| m.name == name)
+            .unwrap_or(0)
+            < image_at
+    };
+    let keep = |before: bool| -> Vec<Member> {
+        scan.small
+            .iter()
+            .filter(|(n, _)| n != "stemcell.MF" && n != "image" && side(n) == before)
+            .map(|(n, d)| Member {
+                name: n.clone(),
+                data: d.clone(),
+            })
+            .collect()
+    };
     let written = write_stemcell_tgz(
         &mut out,
         &to_yaml(&manifest)?,
-        &members,
+        &keep(true),
         ImageContent::Empty,
+        &keep(false),
         source_date_epoch(),
     )?;
     out.commit()?;

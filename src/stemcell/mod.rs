@@ -6,5 +6,6 @@ pub mod manifest;
 pub mod naming;
 pub mod pack;
 pub mod reader;
+pub mod sbom;
 pub mod tarball;
 pub mod verify;

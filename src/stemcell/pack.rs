@@ -2,12 +2,13 @@
 //! in the manifest, then write `stemcell.MF`, `packages.txt`, `dev_tools_file_list.txt` and
 //! `image`, in that order, as a gzip tar that appears atomically (official-builder.md §6.2).
 //!
-//! SBOMs (`sbom.spdx.json`, `sbom.cdx.json`) are not written: no consumer reads them
-//! (consumers.md §0) and a meaningful SBOM needs the root filesystem, not `packages.txt`.
+//! The SBOMs `sbom.spdx.json` and `sbom.cdx.json` follow `image`, as in official tarballs; they
+//! are generated from `packages.txt` (see `sbom`), which no consumer reads (consumers.md §0).
 
 use super::image::{self, ImageFile, ImageKind};
 use super::manifest::Manifest;
 use super::naming::check_name_chars;
+use super::sbom;
 use super::tarball::{source_date_epoch, write_stemcell_tgz, ImageContent, Member, Written};
 use crate::formats::OvfOptions;
 use crate::output::AtomicOutput;
@@ -75,11 +76,30 @@ pub fn pack(spec: &PackSpec, source: ImageSource, out_dir: &Path) -> Result<Pack
             data: spec.dev_tools.clone(),
         },
     ];
+    let installed = sbom::parse_dpkg_list(&String::from_utf8_lossy(&spec.packages));
+    let distro = manifest
+        .operating_system
+        .split('-')
+        .next()
+        .unwrap_or("ubuntu")
+        .to_string();
+    let (n, v) = (&manifest.name, &manifest.version);
+    let after = [
+        Member {
+            name: "sbom.spdx.json".into(),
+            data: json(&sbom::spdx(n, v, &installed, &distro, mtime))?,
+        },
+        Member {
+            name: "sbom.cdx.json".into(),
+            data: json(&sbom::cyclonedx(n, v, &installed, &distro, mtime))?,
+        },
+    ];
     let tarball = write_stemcell_tgz(
         &mut out,
         &manifest.to_yaml()?,
         &members,
         ImageContent::File(img.path()),
+        &after,
         mtime,
     )
     .with_context(|| format!("{}: cannot write", path.display()))?;
@@ -90,4 +110,10 @@ pub fn pack(spec: &PackSpec, source: ImageSource, out_dir: &Path) -> Result<Pack
         image_size: img.size,
         manifest,
     })
+}
+
+fn json(v: &serde_json::Value) -> Result<Vec<u8>> {
+    let mut out = serde_json::to_vec_pretty(v)?;
+    out.push(b'\n');
+    Ok(out)
 }

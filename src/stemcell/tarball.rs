@@ -216,14 +216,15 @@ pub struct Written {
     pub sha1: String,
 }
 
-/// Writes `stemcell.MF`, the `members` in order, then `image`, as one gzip tar that appears at
-/// `out` only when complete. The image member is already compressed, so it is stored
+/// Writes `stemcell.MF`, the `before` members in order, `image`, then the `after` members, as
+/// one gzip tar that appears at `out` only when complete. The image member is already compressed, so it is stored
 /// (deflate level 0) instead of being compressed a second time.
 pub fn write_stemcell_tgz(
     out: &mut AtomicOutput,
     manifest_yaml: &str,
-    members: &[Member],
+    before: &[Member],
     image: ImageContent,
+    after: &[Member],
     mtime: u64,
 ) -> Result<Written> {
     use std::os::unix::fs::PermissionsExt;
@@ -233,7 +234,7 @@ pub fn write_stemcell_tgz(
     let file = out.file().try_clone().context("cannot reopen output")?;
     let mut tar = gz_tar(file, 6, mtime);
     tar.append_bytes("stemcell.MF", manifest_yaml.as_bytes())?;
-    for m in members {
+    for m in before {
         tar.append_bytes(&m.name, &m.data)?;
     }
     tar.get_mut().set_level(0)?;
@@ -245,6 +246,10 @@ pub fn write_stemcell_tgz(
             tar.append_reader("image", len, &mut f)?;
         }
         ImageContent::Empty => tar.append_bytes("image", &[])?,
+    }
+    tar.get_mut().set_level(6)?;
+    for m in after {
+        tar.append_bytes(&m.name, &m.data)?;
     }
     let (_, sha1, size) = finish_gz_tar(tar)?;
     Ok(Written {
