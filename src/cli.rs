@@ -227,20 +227,89 @@ fn convert(a: ConvertArgs) -> Result<()> {
     formats::convert(&a.raw, &a.out, &format, a.force)
 }
 
-fn package(_a: PackageArgs) -> Result<()> {
-    bail!("package: not implemented yet")
+fn package(a: PackageArgs) -> Result<()> {
+    use anyhow::Context;
+    use stemcell::formats::{Firmware, OvfOptions};
+    use stemcell::recipe::infrastructure;
+    use stemcell::stemcell::image::ImageKind;
+    use stemcell::stemcell::pack::{pack, ImageSource};
+    let infra = infrastructure::load(&infrastructure::default_root(), &a.infrastructure)?;
+    if infra.outputs.iter().any(|o| o.image == ImageKind::FilesTar) {
+        bail!(
+            "{}: the {} image is a tar of the root filesystem and cannot be made from a raw disk; use `stemcell build`",
+            a.disk.display(),
+            infra.name
+        );
+    }
+    let read = |p: &Option<PathBuf>| -> Result<Vec<u8>> {
+        match p {
+            Some(p) => std::fs::read(p).with_context(|| format!("{}: cannot read", p.display())),
+            None => Ok(Vec::new()),
+        }
+    };
+    let (packages, dev_tools) = (read(&a.packages)?, read(&a.dev_tools)?);
+    if !a.output_dir.is_dir() {
+        bail!("{}: output directory does not exist", a.output_dir.display());
+    }
+    let firmware = if a.firmware == "bios" { Firmware::Bios } else { Firmware::Efi };
+    let specs = infra.pack_specs(&a.os, &a.version, &packages, &dev_tools, &OvfOptions {
+        name: format!("{}-{}", infra.name, a.os),
+        firmware,
+        cpus: 1,
+        memory_mib: 512,
+    }, a.force);
+    let mut written: Vec<PathBuf> = Vec::new();
+    for spec in &specs {
+        match pack(spec, ImageSource::Disk(&a.disk), &a.output_dir) {
+            Ok(p) => {
+                println!("{}  {} bytes  sha1 {}", p.tarball.path.display(), p.tarball.size, p.tarball.sha1);
+                written.push(p.tarball.path);
+            }
+            Err(e) => {
+                // All outputs or none: remove the tarballs this run already wrote.
+                for w in &written {
+                    let _ = std::fs::remove_file(w);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
-fn light(_a: LightArgs) -> Result<()> {
-    bail!("light: not implemented yet")
+fn light(a: LightArgs) -> Result<()> {
+    use stemcell::stemcell::light::{make_light, parse_amis, LightTarget};
+    let given = [!a.amis.is_empty(), a.image_url.is_some(), a.image_id.is_some()];
+    if given.iter().filter(|g| **g).count() != 1 {
+        bail!("light: give exactly one of --ami REGION=ID (aws), --image-url URL (google), --image-id ID (openstack)");
+    }
+    let target = if !a.amis.is_empty() {
+        LightTarget::Aws(parse_amis(&a.amis)?)
+    } else if let Some(url) = a.image_url {
+        LightTarget::Google(url)
+    } else {
+        LightTarget::Openstack(a.image_id.unwrap_or_default())
+    };
+    let w = make_light(&a.from, &target, &a.output_dir, a.force)?;
+    println!("{}  {} bytes  sha1 {}", w.path.display(), w.size, w.sha1);
+    Ok(())
 }
 
-fn inspect(_a: InspectArgs) -> Result<()> {
-    bail!("inspect: not implemented yet")
+fn inspect(a: InspectArgs) -> Result<()> {
+    print!("{}", stemcell::stemcell::inspect::inspect(&a.file)?);
+    Ok(())
 }
 
-fn verify(_a: InspectArgs) -> Result<()> {
-    bail!("verify: not implemented yet")
+fn verify(a: InspectArgs) -> Result<()> {
+    let problems = stemcell::stemcell::verify::verify(&a.file)?;
+    if problems.is_empty() {
+        println!("{}: OK", a.file.display());
+        return Ok(());
+    }
+    for p in &problems {
+        eprintln!("{}: {p}", a.file.display());
+    }
+    bail!("{}: {} problem(s) found", a.file.display(), problems.len())
 }
 
 fn os_image(_a: OsImageArgs) -> Result<()> {

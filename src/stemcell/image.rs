@@ -1,0 +1,211 @@
+//! The `image` member, per disk format (official-builder.md §5.5, consumers.md §4): a gzip tar
+//! of `root.img` (qcow2 or raw), `disk.raw` (Google), `root.vhd` (Azure, fixed VHD), the
+//! vSphere OVF tar, a bzip2 stream of a dynamic VHD (CloudStack, no tar), or a gzip tar of the
+//! root filesystem (warden). Every builder returns the finished file with its SHA-1, computed
+//! while it was written.
+
+use super::tarball::{finish_gz_tar, gz_tar, HashWriter};
+use crate::formats::gzip::{GzOptions, ParallelGzWriter};
+use crate::formats::source::RawDisk;
+use crate::formats::{Format, OvfOptions, Qcow2Compat};
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use tempfile::NamedTempFile;
+
+/// How the `image` member is made from the bootable disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageKind {
+    /// gzip tar of `root.img`, a compressed qcow2 with the compat 0.10 header (OpenStack).
+    Qcow2Tar,
+    /// gzip tar of `root.img`, the raw disk (AWS, OpenStack `-raw`).
+    RawTar,
+    /// gzip tar of `disk.raw`, the raw disk (Google).
+    RawdiskTar,
+    /// gzip tar of `root.vhd`, a fixed VHD (Azure).
+    VhdTar,
+    /// gzip tar of `image.ovf`, `image.mf`, `image-disk1.vmdk` (vSphere).
+    OvfTar,
+    /// bzip2 stream of a dynamic VHD, not a tar (CloudStack).
+    VhdBzip2,
+    /// gzip tar of the root filesystem (warden); made from a directory, never from a disk.
+    FilesTar,
+}
+
+impl ImageKind {
+    /// The member names the image tar holds (empty for the non-tar and files kinds).
+    pub fn inner_members(self) -> &'static [&'static str] {
+        match self {
+            ImageKind::Qcow2Tar | ImageKind::RawTar => &["root.img"],
+            ImageKind::RawdiskTar => &["disk.raw"],
+            ImageKind::VhdTar => &["root.vhd"],
+            ImageKind::OvfTar => &["image.ovf", "image.mf", "image-disk1.vmdk"],
+            ImageKind::VhdBzip2 | ImageKind::FilesTar => &[],
+        }
+    }
+}
+
+/// A finished image member: a temporary file (deleted on drop) and its SHA-1.
+pub struct ImageFile {
+    pub file: NamedTempFile,
+    pub sha1: String,
+    pub size: u64,
+}
+
+impl ImageFile {
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+}
+
+/// Where intermediate files go: hidden `.partial` files in `dir`, removed on drop.
+fn temp_in(dir: &Path, what: &str) -> Result<NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(&format!(".{what}."))
+        .suffix(".partial")
+        .tempfile_in(dir)
+        .with_context(|| format!("{}: cannot create a temporary file", dir.display()))
+}
+
+/// Converts `disk` with `format` into a temporary file in `dir`.
+fn convert(disk: &RawDisk, format: &Format, dir: &Path) -> Result<NamedTempFile> {
+    let mut tmp = temp_in(dir, "disk")?;
+    format
+        .writer()
+        .write(disk, tmp.as_file_mut())
+        .with_context(|| format!("{}: cannot convert", disk.path().display()))?;
+    Ok(tmp)
+}
+
+/// Builds the image member of `kind` from the raw `disk`, in `dir`.
+pub fn from_disk(
+    kind: ImageKind,
+    disk_path: &Path,
+    ovf: &OvfOptions,
+    dir: &Path,
+    mtime: u64,
+) -> Result<ImageFile> {
+    let disk = RawDisk::open(disk_path)?;
+    let out = temp_in(dir, "image")?;
+    let file = out.as_file().try_clone()?;
+    let (sha1, size) = match kind {
+        ImageKind::RawTar | ImageKind::RawdiskTar => {
+            let mut tar = gz_tar(file, 6, mtime);
+            tar.append_raw_disk(kind.inner_members()[0], &disk)?;
+            let (_, sha1, size) = finish_gz_tar(tar)?;
+            (sha1, size)
+        }
+        ImageKind::Qcow2Tar | ImageKind::VhdTar => {
+            let format = if kind == ImageKind::Qcow2Tar {
+                Format::Qcow2 { compat: Qcow2Compat::V2, compressed: true }
+            } else {
+                Format::VhdFixed
+            };
+            let converted = convert(&disk, &format, dir)?;
+            // The qcow2 clusters are already deflated: a fast level is enough for the tar.
+            let level = if kind == ImageKind::Qcow2Tar { 1 } else { 6 };
+            let mut tar = gz_tar(file, level, mtime);
+            tar.append_file(kind.inner_members()[0], converted.path())?;
+            let (_, sha1, size) = finish_gz_tar(tar)?;
+            (sha1, size)
+        }
+        ImageKind::OvfTar => {
+            // The OVA module writes the whole (uncompressed) vSphere tar; gzip wraps it.
+            let mut gz = ParallelGzWriter::new(HashWriter::new(file), GzOptions::default());
+            write_vsphere_image_tar(&disk, ovf, &mut gz)?;
+            let (_, sha1, size) = gz.finish()?.finish();
+            (sha1, size)
+        }
+        ImageKind::VhdBzip2 => {
+            let converted = convert(&disk, &Format::VhdDynamic, dir)?;
+            let mut hw = HashWriter::new(file);
+            compress_bzip2(converted.path(), &mut hw)?;
+            let (_, sha1, size) = hw.finish();
+            (sha1, size)
+        }
+        ImageKind::FilesTar => bail!(
+            "{}: the warden image is a tar of the root filesystem and cannot be made from a raw disk; build it from the root directory (stemcell build)",
+            disk_path.display()
+        ),
+    };
+    Ok(ImageFile {
+        file: out,
+        sha1,
+        size,
+    })
+}
+
+/// The vSphere tar (image.ovf, image.mf, image-disk1.vmdk), uncompressed, into `out`.
+///
+/// MERGE POINT: the OVA helper provides `formats::ova::write_vsphere_image_tar(disk, opts,
+/// out: &mut dyn Write)`; replace this body with that call once merged.
+fn write_vsphere_image_tar(disk: &RawDisk, ovf: &OvfOptions, out: &mut dyn Write) -> Result<()> {
+    let _ = (disk, ovf, out);
+    bail!("vsphere image: formats::ova::write_vsphere_image_tar is not available in this build yet")
+}
+
+/// bzip2 of `src` into `out`.
+///
+/// MERGE POINT: switch to the parallel `formats::bzip2::compress_file(src, out)` once merged.
+fn compress_bzip2(src: &Path, out: &mut dyn Write) -> Result<()> {
+    let mut f = File::open(src).with_context(|| format!("{}: cannot open", src.display()))?;
+    let mut enc = bzip2::write::BzEncoder::new(out, bzip2::Compression::best());
+    std::io::copy(&mut f, &mut enc).context("bzip2 failed")?;
+    enc.finish().context("bzip2 failed")?;
+    Ok(())
+}
+
+/// Builds the warden image (a gzip tar of the whole root filesystem) from `root`, in `dir`.
+/// Member names have no `./` prefix (the official `tar zcf image .` writes `./etc/...`; the
+/// warden CPI extracts either form). The caller's tree must
+/// already have `/tmp` at 1777 (the official builder chmods it before packing).
+pub fn from_root_dir(root: &Path, dir: &Path) -> Result<ImageFile> {
+    let out = temp_in(dir, "image")?;
+    let file = out.as_file().try_clone()?;
+    let gz = ParallelGzWriter::new(HashWriter::new(file), GzOptions::default());
+    let gz = write_files_tar(root, gz)?;
+    let (_, sha1, size) = gz.finish()?.finish();
+    Ok(ImageFile {
+        file: out,
+        sha1,
+        size,
+    })
+}
+
+/// Writes the tar of the root filesystem at `root` into `out` (ownership, modes, symlinks and
+/// device nodes preserved; symlinks not followed) and returns `out`.
+pub fn write_files_tar<W: Write>(root: &Path, out: W) -> Result<W> {
+    if !root.is_dir() {
+        bail!("{}: not a directory", root.display());
+    }
+    let mut b = tar::Builder::new(out);
+    b.follow_symlinks(false);
+    b.mode(tar::HeaderMode::Complete);
+    // The top directory itself, as `./`.
+    let meta = std::fs::symlink_metadata(root)?;
+    let mut h = tar::Header::new_gnu();
+    h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_size(0);
+    b.append_data(&mut h, "./", std::io::empty())
+        .with_context(|| format!("{}: cannot archive", root.display()))?;
+    let mut entries: Vec<_> = std::fs::read_dir(root)?.collect::<std::io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let name = e.file_name();
+        let rel = Path::new(".").join(&name);
+        let path = e.path();
+        if e.file_type()?.is_dir() {
+            b.append_dir_all(&rel, &path)
+                .with_context(|| format!("{}: cannot archive", path.display()))?;
+        } else {
+            b.append_path_with_name(&path, &rel)
+                .with_context(|| format!("{}: cannot archive", path.display()))?;
+        }
+    }
+    let out = b.into_inner().context("cannot finish the files tar")?;
+    Ok(out)
+}

@@ -1,0 +1,294 @@
+//! `stemcell verify`: every check a consumer would make (consumers.md §0–§5), collected so
+//! that all problems are reported at once: gzip integrity, member names/types/order, required
+//! members, manifest YAML types, the image SHA-1, and the image itself parsed by the project's
+//! own readers (qcow2/VHD/VMDK checkers, OVF well-formedness and `.mf` digests, bzip2), or for
+//! a light stemcell an empty image and the cloud image ids.
+
+use super::image::ImageKind;
+use super::manifest::{ManifestView, EMPTY_SHA1};
+use super::reader::{read_stemcell, Scan};
+use crate::formats::{self, DiskKind};
+use anyhow::Result;
+use serde_yaml::Value;
+use std::path::Path;
+
+/// The members of an official stemcell, in order; the SBOMs are optional.
+const ORDER: [&str; 6] = [
+    "stemcell.MF",
+    "packages.txt",
+    "dev_tools_file_list.txt",
+    "image",
+    "sbom.spdx.json",
+    "sbom.cdx.json",
+];
+const REQUIRED: [&str; 4] = [
+    "stemcell.MF",
+    "packages.txt",
+    "dev_tools_file_list.txt",
+    "image",
+];
+
+/// Checks the stemcell at `path`; returns every problem found (empty: a consumer accepts it).
+/// Only an unreadable file or a temporary-directory failure is an `Err`.
+pub fn verify(path: &Path) -> Result<Vec<String>> {
+    let tmp = tempfile::Builder::new()
+        .prefix("stemcell-verify.")
+        .tempdir()?;
+    let scan = match read_stemcell(path, Some(tmp.path())) {
+        Ok(s) => s,
+        Err(e) => return Ok(vec![format!("{e:#}")]),
+    };
+    let mut problems = scan.problems.clone();
+    check_layout(&scan, &mut problems);
+    let view = match scan.manifest_text.as_deref().map(ManifestView::parse) {
+        Some(Ok(v)) => v,
+        Some(Err(e)) => {
+            problems.push(format!("{e:#}"));
+            return Ok(problems);
+        }
+        None => return Ok(problems),
+    };
+    problems.extend(view.problems.iter().cloned());
+    let Some(img) = &scan.image else {
+        return Ok(problems);
+    };
+    problems.extend(img.problems.iter().cloned());
+    if view.is_light() {
+        check_light(&view, img.size, &mut problems);
+        return Ok(problems);
+    }
+    if img.size == 0 {
+        problems.push("image is empty but stemcell_formats has no *-light format".into());
+        return Ok(problems);
+    }
+    if let Some(sha1) = &view.sha1 {
+        if *sha1 != img.sha1 {
+            problems.push(format!(
+                "stemcell.MF sha1 {sha1} does not match the image member's sha1 {}",
+                img.sha1
+            ));
+        }
+    }
+    let kind = match view.cloud_str("disk_format") {
+        Some("qcow2") => ImageKind::Qcow2Tar,
+        Some("raw") => ImageKind::RawTar,
+        Some("rawdisk") => ImageKind::RawdiskTar,
+        Some("vhd") => ImageKind::VhdTar,
+        Some("ovf") => ImageKind::OvfTar,
+        Some("vhdx") => ImageKind::VhdBzip2,
+        Some("files") => ImageKind::FilesTar,
+        other => {
+            problems.push(format!("cloud_properties.disk_format {other:?} is not one of qcow2, raw, rawdisk, ovf, vhd, vhdx, files"));
+            return Ok(problems);
+        }
+    };
+    check_image(kind, &scan, &mut problems);
+    Ok(problems)
+}
+
+fn check_layout(scan: &Scan, problems: &mut Vec<String>) {
+    let names: Vec<&str> = scan.members.iter().map(|m| m.name.as_str()).collect();
+    for r in REQUIRED {
+        if !names.contains(&r) {
+            problems.push(format!("member {r} is missing"));
+        }
+    }
+    if scan.manifest_text.is_none() && names.contains(&"./stemcell.MF") {
+        // Already reported as a `./` name; nothing more to say.
+    }
+    for n in &names {
+        if !ORDER.contains(n) && n.strip_prefix("./").is_none_or(|b| !ORDER.contains(&b)) {
+            problems.push(format!("member {n:?} is not part of a stemcell"));
+        }
+    }
+    let positions: Vec<usize> = names
+        .iter()
+        .filter_map(|n| ORDER.iter().position(|o| o == n))
+        .collect();
+    if positions.windows(2).any(|w| w[0] > w[1]) {
+        problems.push(format!(
+            "members are in the order {}; expected {}",
+            names.join(", "),
+            ORDER[..4].join(", ")
+        ));
+    }
+}
+
+fn check_light(view: &ManifestView, image_size: u64, problems: &mut Vec<String>) {
+    if image_size != 0 {
+        problems.push(format!(
+            "light stemcell: image has {image_size} bytes, expected an empty file"
+        ));
+    }
+    let formats = &view.stemcell_formats;
+    if formats.iter().any(|f| f == "aws-light") {
+        match view.cloud_properties.get("ami") {
+            Some(Value::Mapping(m)) if !m.is_empty() => {}
+            _ => problems.push(
+                "aws light stemcell: cloud_properties.ami must map regions to AMI ids".into(),
+            ),
+        }
+    }
+    if formats.iter().any(|f| f == "google-light") {
+        if view.cloud_str("image_url").is_none() && view.cloud_str("source_url").is_none() {
+            problems.push("google light stemcell: cloud_properties.image_url is missing".into());
+        }
+        if view.sha1.as_deref().is_some_and(|s| s != EMPTY_SHA1) {
+            problems.push("google light stemcell: sha1 should be the empty file's".into());
+        }
+    }
+    if formats.iter().any(|f| f == "openstack-light") && view.cloud_str("image_id").is_none() {
+        problems.push("openstack light stemcell: cloud_properties.image_id is missing".into());
+    }
+}
+
+fn check_image(kind: ImageKind, scan: &Scan, problems: &mut Vec<String>) {
+    let img = scan.image.as_ref().expect("image probed");
+    let want_container = if kind == ImageKind::VhdBzip2 {
+        "bzip2"
+    } else {
+        "gzip tar"
+    };
+    if img.container != want_container {
+        problems.push(format!(
+            "image is {}, expected {want_container} for this disk_format",
+            img.container
+        ));
+        return;
+    }
+    let names: Vec<&str> = img.inner.iter().map(|i| i.name.as_str()).collect();
+    let expected = kind.inner_members();
+    if !expected.is_empty() && names != expected {
+        problems.push(format!(
+            "image holds [{}], expected [{}]",
+            names.join(", "),
+            expected.join(", ")
+        ));
+    }
+    if kind == ImageKind::FilesTar {
+        if names.is_empty() {
+            problems.push("image: the root filesystem tar is empty".into());
+        }
+        return;
+    }
+    for (name, path) in &img.extracted {
+        let detected = match formats::detect(path) {
+            Ok(k) => k,
+            Err(e) => {
+                problems.push(format!("image: {name}: {e:#}"));
+                continue;
+            }
+        };
+        let want = match (kind, name.as_str()) {
+            (ImageKind::Qcow2Tar, _) => Some(DiskKind::Qcow2),
+            (ImageKind::RawTar | ImageKind::RawdiskTar, _) => Some(DiskKind::Raw),
+            (ImageKind::VhdTar, _) => Some(DiskKind::VhdFixed),
+            (ImageKind::VhdBzip2, _) => Some(DiskKind::VhdDynamic),
+            (ImageKind::OvfTar, "image-disk1.vmdk") => Some(DiskKind::Vmdk),
+            _ => None,
+        };
+        let Some(want) = want else { continue };
+        if detected != want {
+            problems.push(format!("image: {name} is {detected:?}, expected {want:?}"));
+            continue;
+        }
+        if want == DiskKind::Raw {
+            check_raw(name, path, problems);
+            continue;
+        }
+        match formats::check(path, want) {
+            Ok(report) => problems.extend(
+                report
+                    .problems
+                    .iter()
+                    .map(|p| format!("image: {name}: {p}")),
+            ),
+            Err(e) => problems.push(format!("image: {name}: {e:#}")),
+        }
+        if want == DiskKind::VhdFixed {
+            if let Ok(meta) = std::fs::metadata(path) {
+                if (meta.len() - 512) % (1 << 20) != 0 {
+                    problems.push(format!(
+                        "image: {name}: Azure needs a whole number of MiB, got {} bytes of data",
+                        meta.len() - 512
+                    ));
+                }
+            }
+        }
+    }
+    if kind == ImageKind::OvfTar {
+        check_ovf(img, problems);
+    }
+}
+
+/// A raw disk has no structure to parse: it must be whole sectors and carry a boot signature.
+fn check_raw(name: &str, path: &Path, problems: &mut Vec<String>) {
+    use std::io::Read;
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    if len == 0 || len % 512 != 0 {
+        problems.push(format!(
+            "image: {name}: size {len} is not a positive multiple of 512"
+        ));
+        return;
+    }
+    let mut mbr = [0u8; 512];
+    if std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut mbr))
+        .is_err()
+        || mbr[510..] != [0x55, 0xaa]
+    {
+        problems.push(format!(
+            "image: {name}: no MBR boot signature (55 AA) in sector 0; not a bootable disk"
+        ));
+    }
+}
+
+fn check_ovf(img: &super::reader::ImageProbe, problems: &mut Vec<String>) {
+    use sha1::{Digest, Sha1};
+    let file = |n: &str| {
+        img.extracted
+            .iter()
+            .find(|(m, _)| m == n)
+            .map(|(_, p)| p.clone())
+    };
+    let Some(ovf) = file("image.ovf") else { return };
+    match duct::cmd!("xmllint", "--noout", &ovf)
+        .stderr_capture()
+        .unchecked()
+        .run()
+    {
+        Ok(out) if !out.status.success() => {
+            let msg = String::from_utf8_lossy(&out.stderr);
+            problems.push(format!(
+                "image: image.ovf is not well-formed XML: {}",
+                msg.lines().next().unwrap_or("")
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => problems.push(format!("image: cannot run xmllint to check image.ovf: {e}")),
+    }
+    let Some(mf) = file("image.mf") else { return };
+    let text = std::fs::read_to_string(&mf).unwrap_or_default();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let parsed = line.strip_prefix("SHA1(").and_then(|r| r.split_once(")= "));
+        let Some((name, want)) = parsed else {
+            problems.push(format!(
+                "image: image.mf line {line:?} is not `SHA1(file)= hex`"
+            ));
+            continue;
+        };
+        match file(name).map(std::fs::read) {
+            Some(Ok(data)) => {
+                let got = hex::encode(Sha1::digest(&data));
+                if got != want.trim() {
+                    problems.push(format!(
+                        "image: image.mf says SHA1({name})= {want}, the file has {got}"
+                    ));
+                }
+            }
+            _ => problems.push(format!(
+                "image: image.mf names {name}, which the image does not hold"
+            )),
+        }
+    }
+}
