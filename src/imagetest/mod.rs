@@ -142,15 +142,20 @@ pub fn load_checks(project_root: &Path) -> Result<Vec<Check>> {
 /// `stemcell test-image IMAGE`: extracts (if a tarball) and checks the image, prints the
 /// report, and fails if any check failed.
 pub fn test_image(image: &Path, project_root: &Path) -> Result<Report> {
+    test_image_in(image, project_root, &scratch_dir())
+}
+
+/// [`test_image`] extracting a tarball under `scratch` (the directory is removed afterwards,
+/// also when extraction or a check fails).
+pub fn test_image_in(image: &Path, project_root: &Path, scratch: &Path) -> Result<Report> {
     let checks = load_checks(project_root)?;
     let report = if image.is_dir() {
         run_checks(image, &checks)?
     } else if image.is_file() {
         refuse_stemcell(image)?;
-        let scratch = scratch_dir()?;
         let work = tempfile::Builder::new()
             .prefix("stemcell-test-image-")
-            .tempdir_in(&scratch)
+            .tempdir_in(scratch)
             .with_context(|| format!("{}: cannot create a work directory", scratch.display()))?;
         extract::extract(image, work.path())?;
         let report =
@@ -174,10 +179,10 @@ pub fn test_image(image: &Path, project_root: &Path) -> Result<Report> {
 }
 
 /// Large scratch space for the extracted image: `$TMPDIR`, else /var/tmp (often not a small tmpfs).
-fn scratch_dir() -> Result<PathBuf> {
-    Ok(std::env::var_os("TMPDIR")
+fn scratch_dir() -> PathBuf {
+    std::env::var_os("TMPDIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp")))
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"))
 }
 
 /// A stemcell holds a disk image, not a root filesystem: say so instead of failing oddly.
