@@ -278,3 +278,43 @@ fn failing_checks_show_the_reason_and_output() {
         "FAIL    9 wrong hostname: output \"fixture\", expected \"other\"\n          | fixture\n"
     ));
 }
+
+/// A member written through a link that leaves the root must not land outside it.
+#[test]
+fn members_are_never_written_through_a_link_out_of_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let tarball = dir.path().join("escape.tgz");
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        fs::File::create(&tarball).unwrap(),
+        flate2::Compression::fast(),
+    ));
+    let mut link = tar::Header::new_gnu();
+    link.set_entry_type(tar::EntryType::Symlink);
+    link.set_path("./escape").unwrap();
+    link.set_link_name(&outside).unwrap();
+    link.set_size(0);
+    link.set_mode(0o777);
+    link.set_uid(0);
+    link.set_gid(0);
+    link.set_cksum();
+    builder.append(&link, std::io::empty()).unwrap();
+    let mut file = tar::Header::new_gnu();
+    file.set_path("./escape/pwned").unwrap();
+    file.set_size(4);
+    file.set_mode(0o644);
+    file.set_uid(0);
+    file.set_gid(0);
+    file.set_cksum();
+    builder.append(&file, &b"evil"[..]).unwrap();
+    builder.into_inner().unwrap().finish().unwrap();
+    let dest = dir.path().join("dest");
+    fs::create_dir(&dest).unwrap();
+    let _ = imagetest::extract::extract(&tarball, &dest);
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "a member was written outside the root"
+    );
+}
