@@ -159,7 +159,7 @@ pub struct PlanArgs {
 
 #[derive(Args, Debug)]
 pub struct TestImageArgs {
-    /// OS image tarball or stemcell.
+    /// OS image tarball (.tgz or .tar) or a directory holding a root filesystem.
     pub file: PathBuf,
 }
 
@@ -355,8 +355,9 @@ fn plan(a: PlanArgs) -> Result<()> {
     Ok(())
 }
 
-fn test_image(_a: TestImageArgs) -> Result<()> {
-    bail!("test-image: not implemented yet")
+fn test_image(a: TestImageArgs) -> Result<()> {
+    let root = stemcell::recipe::resolve::project_root();
+    stemcell::imagetest::test_image(&a.file, &root).map(|_| ())
 }
 
 fn build(_a: BuildArgs) -> Result<()> {

@@ -3,6 +3,7 @@
 pub mod output;
 pub mod recipe;
 pub mod stage;
+pub mod imagetest;
 pub mod rootfs;
 pub mod disk;
 pub mod formats;

@@ -1,0 +1,277 @@
+//! The image checks as data: `checks/<name>.yaml`, one entry per check of the official
+//! builder's image suite (official-builder.md §8.2), each a shell script run inside the image.
+//!
+//! ```yaml
+//! checks:
+//!   - id: "13"                      # the §8.2 reference
+//!     description: /etc/machine-id is empty
+//!     script: test "$(cat /etc/machine-id)" = ""
+//!   - id: "54"
+//!     description: no PAM service accepts empty passwords
+//!     script: grep -R nullok /etc/pam.d
+//!     expect: { status: 1 }
+//!   - id: "16"
+//!     when: { os_family: [debian] }
+//!     script: gpg --show-keys /usr/share/keyrings/debian-archive-keyring.gpg
+//!     expect: { contains: ["Debian Archive Automatic Signing Key"] }
+//! ```
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::path::Path;
+
+/// One file of checks.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckFile {
+    pub checks: Vec<Check>,
+}
+
+/// One check: a script and what its outcome must be.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    /// The official reference (official-builder.md §8.2 number), unique within a file.
+    pub id: String,
+    pub description: String,
+    /// Run with `/bin/sh -e -c` inside the image; stdout and stderr are captured together.
+    pub script: String,
+    /// The images the check applies to; absent means every image.
+    #[serde(default)]
+    pub when: Option<CheckWhen>,
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+/// Which images a check applies to. Every listed field must match; empty lists match anything.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CheckWhen {
+    /// OS names as the image reports them, e.g. `ubuntu-noble`, `debian-bookworm`.
+    #[serde(default)]
+    pub os: Vec<String>,
+    /// `ubuntu`, `debian`.
+    #[serde(default)]
+    pub os_family: Vec<String>,
+    #[serde(default)]
+    pub not_os: Vec<String>,
+}
+
+/// What passes: the exit status, and optionally conditions on the output.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    #[serde(default)]
+    pub status: i32,
+    /// The whole output, ignoring leading and trailing white space.
+    #[serde(default)]
+    pub output: Option<String>,
+    /// Substrings that must all appear in the output.
+    #[serde(default)]
+    pub contains: Vec<String>,
+    /// Substrings that must not appear in the output.
+    #[serde(default)]
+    pub not_contains: Vec<String>,
+}
+
+impl Default for Expect {
+    fn default() -> Self {
+        Self {
+            status: 0,
+            output: None,
+            contains: Vec::new(),
+            not_contains: Vec::new(),
+        }
+    }
+}
+
+impl Expect {
+    /// `None` when the outcome passes, else why it does not (one line).
+    pub fn judge(&self, status: i32, output: &str) -> Option<String> {
+        if status != self.status {
+            return Some(format!("exit status {status}, expected {}", self.status));
+        }
+        if let Some(expected) = &self.output {
+            if output.trim() != expected.trim() {
+                return Some(format!(
+                    "output {:?}, expected {:?}",
+                    output.trim(),
+                    expected.trim()
+                ));
+            }
+        }
+        if let Some(missing) = self.contains.iter().find(|s| !output.contains(s.as_str())) {
+            return Some(format!("output lacks {missing:?}"));
+        }
+        if let Some(present) = self
+            .not_contains
+            .iter()
+            .find(|s| output.contains(s.as_str()))
+        {
+            return Some(format!("output contains {present:?}"));
+        }
+        None
+    }
+}
+
+/// The identity of the image under test, read from its `/etc/os-release`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageOs {
+    /// `ubuntu-noble`, `debian-bookworm`: `<ID>-<VERSION_CODENAME>`.
+    pub name: String,
+    /// `ubuntu`, `debian`: the os-release `ID`.
+    pub family: String,
+}
+
+impl ImageOs {
+    /// Reads `<root>/etc/os-release` (or `usr/lib/os-release`, which it usually links to).
+    pub fn detect(root: &Path) -> Result<Self> {
+        let candidates = [root.join("etc/os-release"), root.join("usr/lib/os-release")];
+        let (path, text) = candidates
+            .iter()
+            .find_map(|p| std::fs::read_to_string(p).ok().map(|t| (p.clone(), t)))
+            .with_context(|| {
+                format!(
+                    "{}: no etc/os-release: not an OS image root",
+                    root.display()
+                )
+            })?;
+        Self::parse(&text).with_context(|| path.display().to_string())
+    }
+
+    /// Parses os-release text (`KEY=value` lines, values optionally quoted).
+    pub fn parse(text: &str) -> Result<Self> {
+        let field = |key: &str| {
+            text.lines().find_map(|line| {
+                let value = line.strip_prefix(key)?.strip_prefix('=')?;
+                Some(
+                    value
+                        .trim()
+                        .trim_matches('"')
+                        .trim_matches('\'')
+                        .to_string(),
+                )
+            })
+        };
+        let Some(id) = field("ID").filter(|s| !s.is_empty()) else {
+            bail!("os-release has no ID")
+        };
+        let Some(codename) = field("VERSION_CODENAME").filter(|s| !s.is_empty()) else {
+            bail!("os-release has no VERSION_CODENAME")
+        };
+        Ok(Self {
+            name: format!("{id}-{codename}"),
+            family: id,
+        })
+    }
+
+    /// Whether a check with this condition applies to the image.
+    pub fn matches(&self, when: Option<&CheckWhen>) -> bool {
+        let Some(when) = when else { return true };
+        (when.os.is_empty() || when.os.contains(&self.name))
+            && (when.os_family.is_empty() || when.os_family.contains(&self.family))
+            && !when.not_os.contains(&self.name)
+    }
+}
+
+/// Loads and validates a check file: YAML errors name the file, line and column; ids are unique.
+pub fn load(path: &Path) -> Result<CheckFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    parse(&text).with_context(|| path.display().to_string())
+}
+
+/// Parses and validates the text of a check file.
+pub fn parse(text: &str) -> Result<CheckFile> {
+    let file: CheckFile = serde_yaml::from_str(text)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for check in &file.checks {
+        if !seen.insert(check.id.as_str()) {
+            bail!("check id {:?} appears twice", check.id);
+        }
+        if check.script.trim().is_empty() {
+            bail!("check {}: empty script", check.id);
+        }
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_release_gives_name_and_family() {
+        let os = ImageOs::parse("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_CODENAME=bookworm\nID=debian\n").unwrap();
+        assert_eq!(
+            os,
+            ImageOs {
+                name: "debian-bookworm".into(),
+                family: "debian".into()
+            }
+        );
+        assert!(ImageOs::parse("ID=debian\n")
+            .unwrap_err()
+            .to_string()
+            .contains("VERSION_CODENAME"));
+    }
+
+    #[test]
+    fn conditions_select_checks() {
+        let os = ImageOs {
+            name: "debian-bookworm".into(),
+            family: "debian".into(),
+        };
+        assert!(os.matches(None));
+        assert!(os.matches(Some(&CheckWhen {
+            os_family: vec!["debian".into()],
+            ..Default::default()
+        })));
+        assert!(!os.matches(Some(&CheckWhen {
+            os_family: vec!["ubuntu".into()],
+            ..Default::default()
+        })));
+        assert!(!os.matches(Some(&CheckWhen {
+            not_os: vec!["debian-bookworm".into()],
+            ..Default::default()
+        })));
+    }
+
+    #[test]
+    fn expectations_judge_status_and_output() {
+        let e = Expect {
+            status: 1,
+            ..Default::default()
+        };
+        assert_eq!(e.judge(1, "x"), None);
+        assert_eq!(e.judge(0, "x").unwrap(), "exit status 0, expected 1");
+        let e = Expect {
+            output: Some("vcap".into()),
+            ..Default::default()
+        };
+        assert_eq!(e.judge(0, "vcap\n"), None);
+        assert!(e.judge(0, "root\n").is_some());
+        let e = Expect {
+            contains: vec!["a".into()],
+            not_contains: vec!["b".into()],
+            ..Default::default()
+        };
+        assert_eq!(e.judge(0, "a"), None);
+        assert_eq!(e.judge(0, "ab").unwrap(), "output contains \"b\"");
+        assert_eq!(e.judge(0, "c").unwrap(), "output lacks \"a\"");
+    }
+
+    #[test]
+    fn duplicate_ids_and_unknown_fields_are_refused() {
+        let dup = "checks:\n  - {id: '1', description: a, script: 'true'}\n  - {id: '1', description: b, script: 'true'}\n";
+        assert_eq!(
+            parse(dup).unwrap_err().to_string(),
+            "check id \"1\" appears twice"
+        );
+        let unknown = "checks:\n  - {id: '1', description: a, script: 'true', expected: {}}\n";
+        assert!(parse(unknown)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `expected`"));
+    }
+}
