@@ -4,3 +4,4 @@ pub mod os;
 pub mod plan;
 pub mod stage;
 pub mod resolve;
+pub mod agent_settings;
