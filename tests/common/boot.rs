@@ -97,6 +97,42 @@ pub fn vsphere_env_cdrom(settings: &Value, out: &Path) -> Result<()> {
     genisoimage(tree.path(), "CDROM", out)
 }
 
+/// The Debian archive the host's apt sources use (first `URIs:` of a deb822 source for
+/// `bookworm`, else the first `deb` line of sources.list); never hard-coded.
+pub fn debian_mirror() -> Result<String> {
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/etc/apt/sources.list.d")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "sources"))
+                .collect()
+        })
+        .unwrap_or_default();
+    candidates.sort();
+    for path in &candidates {
+        let text = std::fs::read_to_string(path)?;
+        for stanza in text.split("\n\n") {
+            let field = |name: &str| {
+                stanza
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+            };
+            if let (Some(uris), Some(suites)) = (field("URIs:"), field("Suites:")) {
+                if suites.split_whitespace().any(|s| s == "bookworm") {
+                    return Ok(uris.split_whitespace().next().unwrap().to_string());
+                }
+            }
+        }
+    }
+    let list = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
+    list.lines()
+        .filter_map(|l| l.strip_prefix("deb "))
+        .flat_map(|rest| rest.split_whitespace().find(|w| w.starts_with("http")))
+        .map(str::to_string)
+        .next()
+        .context("no Debian mirror in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list")
+}
+
 /// File names on an ISO as `isoinfo -f -R` lists them (Rock Ridge names).
 pub fn iso_files(iso: &Path) -> Result<Vec<String>> {
     let out = Command::new("isoinfo")
@@ -193,6 +229,17 @@ pub struct VmSpec {
     pub cpus: u32,
     /// Attach a user-mode NIC (virtio-net).
     pub network: bool,
+    /// Boot this kernel directly instead of the disk's boot loader (tests of the image's
+    /// contents that do not depend on the disk assembly).
+    pub direct_kernel: Option<DirectKernel>,
+}
+
+/// QEMU's `-kernel/-initrd/-append`.
+#[derive(Clone, Debug)]
+pub struct DirectKernel {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub append: String,
 }
 
 impl VmSpec {
@@ -209,6 +256,7 @@ impl VmSpec {
             memory_mib: 2048,
             cpus: 2,
             network: true,
+            direct_kernel: None,
         }
     }
 
@@ -293,6 +341,15 @@ impl VmSpec {
                 push(&["-device", "scsi-hd,drive=root,bus=scsi0.0,bootindex=0"]);
             }
             DiskBus::Sata => push(&["-device", "ide-hd,drive=root,bus=ide.1,bootindex=0"]),
+        }
+        if let Some(k) = &self.direct_kernel {
+            push(&[
+                "-kernel",
+                &k.kernel.display().to_string(),
+                "-initrd",
+                &k.initrd.display().to_string(),
+            ]);
+            push(&["-append", &k.append]);
         }
         if let Some(cd) = &self.cdrom {
             push(&[
