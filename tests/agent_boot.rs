@@ -267,7 +267,10 @@ fn openstack_stages_boot_and_the_service_starts_the_agent_with_config_drive_sett
     });
     let started = std::time::Instant::now();
     let mut running = vm.start()?;
-    let line = running.wait_for_line("STANDIN-AGENT ", Duration::from_secs(480))?;
+    let result = running.wait_for_line("STANDIN-AGENT ", Duration::from_secs(480));
+    // Keep the console of the last run for diagnosis.
+    let _ = std::fs::write(manifest_dir().join("target/agent-boot/last-serial.log"), running.serial());
+    let line = result?;
     eprintln!("after {:?}: {line}", started.elapsed());
     assert!(line.starts_with("STANDIN-AGENT OK "), "{line}");
     for part in [

@@ -330,17 +330,23 @@ impl VmSpec {
             self.disk_format
         );
         push(&["-drive", &disk]);
+        // A direct kernel boots from QEMU's own option ROM, which takes boot index 0.
+        let boot = if self.direct_kernel.is_some() {
+            ""
+        } else {
+            ",bootindex=0"
+        };
         match self.bus {
-            DiskBus::Virtio => push(&["-device", "virtio-blk-pci,drive=root,bootindex=0"]),
+            DiskBus::Virtio => push(&["-device", &format!("virtio-blk-pci,drive=root{boot}")]),
             DiskBus::VirtioScsi => {
                 push(&["-device", "virtio-scsi-pci,id=scsi0"]);
-                push(&["-device", "scsi-hd,drive=root,bus=scsi0.0,bootindex=0"]);
+                push(&["-device", &format!("scsi-hd,drive=root,bus=scsi0.0{boot}")]);
             }
             DiskBus::Lsi => {
                 push(&["-device", "lsi53c895a,id=scsi0"]);
-                push(&["-device", "scsi-hd,drive=root,bus=scsi0.0,bootindex=0"]);
+                push(&["-device", &format!("scsi-hd,drive=root,bus=scsi0.0{boot}")]);
             }
-            DiskBus::Sata => push(&["-device", "ide-hd,drive=root,bus=ide.1,bootindex=0"]),
+            DiskBus::Sata => push(&["-device", &format!("ide-hd,drive=root,bus=ide.1{boot}")]),
         }
         if let Some(k) = &self.direct_kernel {
             push(&[
