@@ -25,7 +25,6 @@ use stemcell::stage::inputs::{self, InputSpec};
 
 const OS: &str = "debian-bookworm";
 const FAMILY: &str = "debian";
-const INFRASTRUCTURE: &str = "openstack";
 
 fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -45,17 +44,25 @@ fn sh(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// The cached base root (one per day), built by tests/fixtures/standin-agent/build-test-rootfs.sh.
+/// The cached base root (one per day and version of the build script), built by
+/// tests/fixtures/standin-agent/build-test-rootfs.sh; built once even when tests run in
+/// parallel.
 fn base_rootfs() -> Result<PathBuf> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let script = manifest_dir().join("tests/fixtures/standin-agent/build-test-rootfs.sh");
+    let key = hex::encode(Sha256::digest(std::fs::read(&script)?));
     let day = String::from_utf8(
         Command::new("date")
             .args(["-u", "+%Y%m%d"])
             .output()?
             .stdout,
     )?;
-    let dir = manifest_dir()
-        .join("target/agent-boot")
-        .join(format!("rootfs-{}", day.trim()));
+    let dir = manifest_dir().join("target/agent-boot").join(format!(
+        "rootfs-{}-{}",
+        day.trim(),
+        &key[..12]
+    ));
     if dir.join("boot").is_dir() {
         return Ok(dir);
     }
@@ -63,21 +70,21 @@ fn base_rootfs() -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(dir.parent().unwrap())?;
     sh(Command::new("sh")
-        .arg(manifest_dir().join("tests/fixtures/standin-agent/build-test-rootfs.sh"))
+        .arg(&script)
         .arg(boot::debian_mirror()?)
         .arg(&partial))?;
     std::fs::rename(&partial, &dir)?;
     Ok(dir)
 }
 
-fn when_matches(when: &Option<When>) -> bool {
+fn when_matches(when: &Option<When>, infrastructure: &str) -> bool {
     let Some(w) = when else { return true };
     let has = |list: &Vec<String>, v: &str| list.is_empty() || list.iter().any(|x| x == v);
     has(&w.os, OS)
         && has(&w.os_family, FAMILY)
-        && has(&w.infrastructure, INFRASTRUCTURE)
+        && has(&w.infrastructure, infrastructure)
         && !w.not_os.iter().any(|x| x == OS)
-        && !w.not_infrastructure.iter().any(|x| x == INFRASTRUCTURE)
+        && !w.not_infrastructure.iter().any(|x| x == infrastructure)
 }
 
 fn render(template: &str, ctx: &tera::Context) -> Result<String> {
@@ -92,11 +99,17 @@ fn mode(m: &Option<String>, default: u32) -> u32 {
 
 /// A minimal interpreter for the actions these stage files use, standing in for the stage
 /// runner (src/stage, another branch) so the files themselves are exercised on a real root.
-fn apply(root: &Path, file: &Path, stage: &StageFile, ctx: &tera::Context) -> Result<()> {
+fn apply(
+    root: &Path,
+    file: &Path,
+    stage: &StageFile,
+    infrastructure: &str,
+    ctx: &tera::Context,
+) -> Result<()> {
     let session = Session::open(root)?;
     let inside = |p: &str| root.join(p.trim_start_matches('/'));
     for (i, entry) in stage.actions.iter().enumerate() {
-        if !when_matches(&entry.when) {
+        if !when_matches(&entry.when, infrastructure) {
             continue;
         }
         let at = || format!("{}: action {}", file.display(), i + 1);
@@ -178,9 +191,38 @@ fn apply(root: &Path, file: &Path, stage: &StageFile, ctx: &tera::Context) -> Re
     Ok(())
 }
 
+/// How a test VM gets its settings and attaches its disk.
+struct BootCase {
+    infrastructure: &'static str,
+    agent_id: &'static str,
+    /// The line part naming the source the stand-in must have used.
+    expected_settings: &'static str,
+    expected_sources: &'static str,
+}
+
 #[test]
 fn openstack_stages_boot_and_the_service_starts_the_agent_with_config_drive_settings() -> Result<()>
 {
+    boot_case(BootCase {
+        infrastructure: "openstack",
+        agent_id: "agent-openstack-1",
+        expected_settings: "settings=ConfigDrive:/dev/disk/by-label/config-2:ec2/latest/user-data:agent_id=agent-openstack-1",
+        expected_sources: "agent_json=File,ConfigDrive,HTTP",
+    })
+}
+
+#[test]
+fn vsphere_stages_boot_under_uefi_and_the_agent_reads_env_from_the_cdrom() -> Result<()> {
+    boot_case(BootCase {
+        infrastructure: "vsphere",
+        agent_id: "agent-vsphere-1",
+        expected_settings: "settings=CDROM:/dev/sr0:env:agent_id=agent-vsphere-1",
+        expected_sources: "agent_json=CDROM",
+    })
+}
+
+fn boot_case(case: BootCase) -> Result<()> {
+    let infrastructure = case.infrastructure;
     let base = base_rootfs()?;
     let work = tempfile::Builder::new()
         .prefix("agent-boot.")
@@ -196,7 +238,7 @@ fn openstack_stages_boot_and_the_service_starts_the_agent_with_config_drive_sett
     let input_vars = inputs::stage_into(&root, &[(spec, fetched)])?;
 
     let mut ctx = tera::Context::new();
-    ctx.insert("infrastructure", INFRASTRUCTURE);
+    ctx.insert("infrastructure", infrastructure);
     ctx.insert("stemcell_version", "0.0.1-test");
     ctx.insert(
         "os",
@@ -204,7 +246,7 @@ fn openstack_stages_boot_and_the_service_starts_the_agent_with_config_drive_sett
     );
     ctx.insert(
         "agent_json",
-        &AgentConfig::for_build(INFRASTRUCTURE, OS)?.to_json(),
+        &AgentConfig::for_build(infrastructure, OS)?.to_json(),
     );
     for (k, v) in input_vars {
         ctx.insert(k, &v);
@@ -215,8 +257,8 @@ fn openstack_stages_boot_and_the_service_starts_the_agent_with_config_drive_sett
     files.sort();
     for file in files {
         let stage: StageFile = serde_yaml::from_str(&std::fs::read_to_string(&file)?)?;
-        if when_matches(&stage.when) {
-            apply(&root, &file, &stage, &ctx)?;
+        if when_matches(&stage.when, infrastructure) {
+            apply(&root, &file, &stage, infrastructure, &ctx)?;
         }
     }
     // What the stages must have left.
@@ -256,10 +298,16 @@ fn openstack_stages_boot_and_the_service_starts_the_agent_with_config_drive_sett
         found.sort();
         found.pop().with_context(|| format!("no /boot/{prefix}*"))
     };
-    let config_drive = work.path().join("config-drive.iso");
-    boot::config_drive(&boot::agent_settings("agent-boot-1"), None, &config_drive)?;
-
-    let mut vm = boot::VmSpec::openstack(&disk, &config_drive, work.path());
+    let media = work.path().join("settings.iso");
+    let settings = boot::agent_settings(case.agent_id);
+    let mut vm = if infrastructure == "vsphere" {
+        boot::vsphere_env_cdrom(&settings, &media)?;
+        assert!(root.join("etc/udev/rules.d/60-cdrom_id.rules").is_file());
+        boot::VmSpec::vsphere(&disk, &media, work.path())
+    } else {
+        boot::config_drive(&settings, None, &media)?;
+        boot::VmSpec::openstack(&disk, &media, work.path())
+    };
     vm.direct_kernel = Some(boot::DirectKernel {
         kernel: boot_file("vmlinuz-")?,
         initrd: boot_file("initrd.img-")?,
@@ -269,14 +317,17 @@ fn openstack_stages_boot_and_the_service_starts_the_agent_with_config_drive_sett
     let mut running = vm.start()?;
     let result = running.wait_for_line("STANDIN-AGENT ", Duration::from_secs(480));
     // Keep the console of the last run for diagnosis.
-    let _ = std::fs::write(manifest_dir().join("target/agent-boot/last-serial.log"), running.serial());
+    let log = manifest_dir().join(format!(
+        "target/agent-boot/last-serial-{infrastructure}.log"
+    ));
+    let _ = std::fs::write(log, running.serial());
     let line = result?;
-    eprintln!("after {:?}: {line}", started.elapsed());
+    eprintln!("{infrastructure}: after {:?}: {line}", started.elapsed());
     assert!(line.starts_with("STANDIN-AGENT OK "), "{line}");
     for part in [
         "argv=-P_ubuntu_-C_/var/vcap/bosh/agent.json",
-        "agent_json=File,ConfigDrive,HTTP",
-        "settings=ConfigDrive:/dev/disk/by-label/config-2:ec2/latest/user-data:agent_id=agent-boot-1",
+        case.expected_sources,
+        case.expected_settings,
         &format!("root=UUID={uuid}"),
         "hostname=bosh-stemcell",
         "ssh_host_keys=",
