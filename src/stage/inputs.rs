@@ -276,6 +276,28 @@ pub fn pinned_spec(assets_dir: &Path, name: &str) -> Result<InputSpec> {
     InputSpec::new(name, &release.url, Some(sha256)).with_context(|| path.display().to_string())
 }
 
+/// The input to use for `name`: the one given on the command line (`location` needs
+/// `sha256`), else the pinned release when it has a digest. The agent is required; a
+/// blobstore CLI without either is left out (`None`).
+pub fn select(
+    assets_dir: &Path,
+    name: &str,
+    location: Option<&str>,
+    sha256: Option<&str>,
+) -> Result<Option<InputSpec>> {
+    if let Some(location) = location {
+        return InputSpec::new(name, location, sha256).map(Some);
+    }
+    if sha256.is_some() {
+        bail!("{name}: a sha256 was given without a PATH or URL");
+    }
+    match pinned_spec(assets_dir, name) {
+        Ok(spec) => Ok(Some(spec)),
+        Err(e) if name == "bosh-agent" => Err(e.context("bosh-agent: no --agent given")),
+        Err(_) => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,5 +325,33 @@ mod tests {
         let ok = InputSpec::new("bosh-agent", "/x", Some(&"AB".repeat(32))).unwrap();
         assert_eq!(ok.sha256, "ab".repeat(32));
         assert_eq!(ok.digest_var(), "agent_sha256");
+    }
+
+    #[test]
+    fn select_prefers_the_given_input_and_requires_the_agent() {
+        let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
+        let d = "c".repeat(64);
+        let given = select(&assets, "bosh-agent", Some("/a"), Some(&d))
+            .unwrap()
+            .unwrap();
+        assert_eq!(given.location, "/a");
+        // The pinned file has no digests yet: the agent must be given, a CLI is skipped.
+        let e = format!(
+            "{:#}",
+            select(&assets, "bosh-agent", None, None).unwrap_err()
+        );
+        assert!(e.starts_with("bosh-agent: no --agent given: "), "{e}");
+        assert!(e.contains("has no pinned sha256"), "{e}");
+        assert_eq!(
+            select(&assets, "bosh-blobstore-dav", None, None).unwrap(),
+            None
+        );
+        let e = select(&assets, "bosh-blobstore-s3", None, Some(&d))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "bosh-blobstore-s3: a sha256 was given without a PATH or URL"
+        );
     }
 }
