@@ -1,1 +1,2 @@
 //! Stage actions and the runner that executes a plan's stages in a chroot.
+pub mod inputs;
