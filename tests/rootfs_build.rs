@@ -13,15 +13,24 @@ use stemcell::rootfs::export;
 use stemcell::stage::runner::{self, RunOptions};
 
 fn options(work: &Path) -> RunOptions {
-    RunOptions { work_dir: work.to_path_buf(), quiet: true, ..Default::default() }
+    RunOptions {
+        work_dir: work.to_path_buf(),
+        quiet: true,
+        ..Default::default()
+    }
 }
 
 /// Run by `build_kill_resume_export` in a child process, which it then SIGKILLs.
 #[test]
 #[ignore]
 fn child_build_that_gets_killed() {
-    let Ok(work) = std::env::var("ROOTFS_TEST_WORK") else { return };
-    let plan = rootfs::plan(&rootfs::host_mirror(), &[("10-base", None), ("30-sleeper", None)]);
+    let Ok(work) = std::env::var("ROOTFS_TEST_WORK") else {
+        return;
+    };
+    let plan = rootfs::plan(
+        &rootfs::host_mirror(),
+        &[("10-base", None), ("30-sleeper", None)],
+    );
     let _ = runner::run(&plan, &options(Path::new(&work)));
 }
 
@@ -33,7 +42,10 @@ fn members(tgz: &Path) -> Vec<(String, Vec<u8>)> {
         let mut e = e.unwrap();
         let path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
         let mut data = Vec::new();
-        if path.starts_with("./etc/") || path.starts_with("./var/vcap") || path.starts_with("./usr/sbin/policy") {
+        if path.starts_with("./etc/")
+            || path.starts_with("./var/vcap")
+            || path.starts_with("./usr/sbin/policy")
+        {
             e.read_to_end(&mut data).unwrap();
         }
         out.push((path, data));
@@ -49,7 +61,12 @@ fn build_kill_resume_export() {
 
     // 1. A build killed (SIGKILL to its whole process group) in the middle of a stage.
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "child_build_that_gets_killed", "--nocapture"])
+        .args([
+            "--ignored",
+            "--exact",
+            "child_build_that_gets_killed",
+            "--nocapture",
+        ])
         .env("ROOTFS_TEST_WORK", &work)
         .process_group(0)
         .stdout(std::process::Stdio::null())
@@ -64,51 +81,115 @@ fn build_kill_resume_export() {
     };
     while !sleeper_running() {
         assert!(Instant::now() < deadline, "the sleeper stage never started");
-        assert!(child.try_wait().unwrap().is_none(), "the child build ended early");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child build ended early"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL)
-        .unwrap();
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(rootfs::mounts_under(tmp.path()), Vec::<String>::new(), "mounts left after SIGKILL");
-    assert_eq!(rootfs::processes_under(tmp.path()), Vec::<String>::new(), "processes left after SIGKILL");
+    assert_eq!(
+        rootfs::mounts_under(tmp.path()),
+        Vec::<String>::new(),
+        "mounts left after SIGKILL"
+    );
+    assert_eq!(
+        rootfs::processes_under(tmp.path()),
+        Vec::<String>::new(),
+        "processes left after SIGKILL"
+    );
 
     // 2. The next run reuses bootstrap and base from the cache, and builds users.
     let plan = rootfs::plan(&mirror, &[("10-base", None), ("20-users", None)]);
     let built = runner::run(&plan, &options(&work)).unwrap();
     let cached: Vec<bool> = built.timings.iter().map(|t| t.cached).collect();
     assert_eq!(cached, [true, true, false], "{}", built.report());
-    assert!(!std::fs::read_dir(work.join("layers")).unwrap().flatten().any(|e| {
-        e.file_name().to_string_lossy().ends_with(".partial")
-    }));
+    assert!(!std::fs::read_dir(work.join("layers"))
+        .unwrap()
+        .flatten()
+        .any(|e| { e.file_name().to_string_lossy().ends_with(".partial") }));
     let out = tmp.path().join("debian-bookworm.tgz");
     let t = Instant::now();
     export::write_os_image(&built.store, &built.layers, &out, false).unwrap();
-    eprintln!("export took {:.1}s, {} bytes", t.elapsed().as_secs_f64(), std::fs::metadata(&out).unwrap().len());
+    eprintln!(
+        "export took {:.1}s, {} bytes",
+        t.elapsed().as_secs_f64(),
+        std::fs::metadata(&out).unwrap().len()
+    );
     drop(built);
     assert_eq!(rootfs::mounts_under(tmp.path()), Vec::<String>::new());
 
     // 3. The OS image: ./ paths, stage results, build-only pieces undone.
     let m = members(&out);
-    assert!(m.iter().all(|(p, _)| p == "./" || p.starts_with("./")), "member without ./");
-    let get = |p: &str| m.iter().find(|(n, _)| n == p).map(|(_, d)| String::from_utf8_lossy(d).into_owned());
-    assert_eq!(get("./etc/issue").unwrap(), "Unauthorized use is strictly prohibited. debian-bookworm\n");
-    assert_eq!(get("./etc/motd").unwrap(), "Welcome to debian-bookworm (bookworm)\n");
+    assert!(
+        m.iter().all(|(p, _)| p == "./" || p.starts_with("./")),
+        "member without ./"
+    );
+    let get = |p: &str| {
+        m.iter()
+            .find(|(n, _)| n == p)
+            .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+    };
+    assert_eq!(
+        get("./etc/issue").unwrap(),
+        "Unauthorized use is strictly prohibited. debian-bookworm\n"
+    );
+    assert_eq!(
+        get("./etc/motd").unwrap(),
+        "Welcome to debian-bookworm (bookworm)\n"
+    );
     assert_eq!(get("./etc/stemcell-base").unwrap(), "built\n");
-    assert!(get("./etc/resolv.conf").unwrap().is_empty(), "resolv.conf not emptied");
-    assert!(get("./usr/sbin/policy-rc.d").is_none(), "policy-rc.d shipped");
-    assert!(get("./usr/bin/less").is_some(), "apt install did not install less");
-    assert!(get("./usr/share/doc/less/copyright").is_none(), "remove did not remove");
+    assert!(
+        get("./etc/resolv.conf").unwrap().is_empty(),
+        "resolv.conf not emptied"
+    );
+    assert!(
+        get("./usr/sbin/policy-rc.d").is_none(),
+        "policy-rc.d shipped"
+    );
+    assert!(
+        get("./usr/bin/less").is_some(),
+        "apt install did not install less"
+    );
+    assert!(
+        get("./usr/share/doc/less/copyright").is_none(),
+        "remove did not remove"
+    );
     let login_defs = get("./etc/login.defs").unwrap();
     assert!(login_defs.contains("\nPASS_MAX_DAYS 90\n") && login_defs.contains("\nUMASK 077\n"));
-    assert!(get("./etc/stemcell-users").unwrap().starts_with("vcap:x:1000:1000::/home/vcap:/bin/bash"));
+    let vcap = get("./etc/stemcell-users").unwrap();
+    assert!(
+        vcap.starts_with("vcap:x:1000:") && vcap.ends_with(":/home/vcap:/bin/bash\n"),
+        "{vcap}"
+    );
+    assert_eq!(
+        get("./etc/passwd")
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("vcap:"))
+            .count(),
+        1
+    );
     let group = get("./etc/group").unwrap();
-    assert!(group.contains("bosh_sshers:x:") && group.contains("bosh_sudoers:x:1500:\n"), "{group}");
+    assert!(
+        group.contains("bosh_sshers:x:") && group.contains("bosh_sudoers:x:1500:\n"),
+        "{group}"
+    );
     assert!(get("./etc/shadow").unwrap().contains("vcap:$6$salt$hash:"));
-    assert!(m.iter().all(|(p, _)| !p.starts_with("./proc/") && !p.starts_with("./dev/pts/")));
+    assert!(m
+        .iter()
+        .all(|(p, _)| !p.starts_with("./proc/") && !p.starts_with("./dev/pts/")));
     let pkgs = std::fs::read_to_string(export::side_file(&out, "packages.txt")).unwrap();
-    assert!(pkgs.contains("Desired=Unknown/Install") && pkgs.contains("ii  less"), "{pkgs}");
+    assert!(
+        pkgs.contains("Desired=Unknown/Install") && pkgs.contains("ii  less"),
+        "{pkgs}"
+    );
     let dev = std::fs::read_to_string(export::side_file(&out, "dev_tools_file_list.txt")).unwrap();
     assert_eq!(dev, "/usr/bin/gcc\n");
 
@@ -116,7 +197,11 @@ fn build_kill_resume_export() {
     let t = Instant::now();
     let built = runner::run(&plan, &options(&work)).unwrap();
     assert!(built.timings.iter().all(|t| t.cached));
-    assert!(t.elapsed() < Duration::from_secs(10), "no-change rerun took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "no-change rerun took {:?}",
+        t.elapsed()
+    );
     drop(built);
 
     // 5. An edited last stage reruns alone; --from-stage reruns from there.
@@ -147,9 +232,16 @@ fn mirror_that_does_not_answer() {
     let work = tmp.path().join("work");
     let plan = rootfs::plan("http://127.0.0.1:9/debian", &[("10-base", None)]);
     let err = format!("{:#}", runner::run(&plan, &options(&work)).err().unwrap());
-    assert!(err.contains("bootstrap of debian-bookworm from http://127.0.0.1:9/debian failed"), "{err}");
+    assert!(
+        err.contains("bootstrap of debian-bookworm from http://127.0.0.1:9/debian failed"),
+        "{err}"
+    );
     assert!(!err.contains('\n'), "one-line error: {err}");
-    let left: Vec<_> = std::fs::read_dir(work.join("layers")).unwrap().flatten().map(|e| e.file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(work.join("layers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert!(left.is_empty(), "left in the cache: {left:?}");
     assert_eq!(rootfs::mounts_under(tmp.path()), Vec::<String>::new());
 }

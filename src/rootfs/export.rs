@@ -7,7 +7,7 @@ use super::chroot::{describe_status, Exec, OverlaySpec, Session};
 use super::layers::LayerStore;
 use crate::output::AtomicOutput;
 use anyhow::{bail, Context, Result};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -48,28 +48,12 @@ pub fn write_tarball(
             Stdio::piped(),
             Stdio::from(log_file),
         )?;
-        let mut tar = child.stdout.take().expect("stdout piped");
+        let tar = child.stdout.take().expect("stdout piped");
         let copied = (|| -> Result<u64> {
-            let mut gz = flate2::write::GzEncoder::new(
-                std::io::BufWriter::with_capacity(1 << 20, out.file()),
-                flate2::Compression::default(),
-            );
-            let mut buf = vec![0u8; 1 << 20];
-            let mut total = 0u64;
-            loop {
-                super::interrupt::check()?;
-                let n = match tar.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e).context("cannot read the tar stream"),
-                };
-                total += n as u64;
-                gz.write_all(&buf[..n])
-                    .with_context(|| format!("{}: cannot write", output.display()))?;
-            }
-            gz.finish()?
-                .flush()
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, out.file());
+            let total = super::gzip_stream::compress(tar, &mut w, 6)
+                .with_context(|| format!("{}: cannot write", output.display()))?;
+            w.flush()
                 .with_context(|| format!("{}: cannot write", output.display()))?;
             Ok(total)
         })();

@@ -12,11 +12,15 @@ pub fn fixtures() -> PathBuf {
 
 /// The Debian mirror the host's apt sources use for bookworm (never hard-coded).
 pub fn host_mirror() -> String {
-    for entry in std::fs::read_dir("/etc/apt/sources.list.d").unwrap().flatten() {
+    for entry in std::fs::read_dir("/etc/apt/sources.list.d")
+        .unwrap()
+        .flatten()
+    {
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
         for para in text.split("\n\n") {
             let field = |k: &str| {
-                para.lines().find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
+                para.lines()
+                    .find_map(|l| l.strip_prefix(k).map(|v| v.trim().to_string()))
             };
             if let (Some(uris), Some(suites)) = (field("URIs:"), field("Suites:")) {
                 if suites.split_whitespace().any(|s| s == "bookworm") {
@@ -85,7 +89,10 @@ pub fn plan(mirror: &str, stages: &[(&str, Option<&str>)]) -> Plan {
         });
     }
     let mut vars = tera::Context::new();
-    vars.insert("os", &serde_json::json!({ "name": os.name, "suite": os.suite }));
+    vars.insert(
+        "os",
+        &serde_json::json!({ "name": os.name, "suite": os.suite }),
+    );
     vars.insert("passwords", &serde_json::json!({ "vcap": "$6$salt$hash" }));
     Plan {
         os,
