@@ -20,18 +20,58 @@ fn options(work: &Path) -> RunOptions {
     }
 }
 
-/// Run by `build_kill_resume_export` in a child process, which it then SIGKILLs.
+/// Run by `build_kill_resume_export` in a child process, which it then kills (SIGKILL) or
+/// interrupts (SIGINT, as Ctrl-C does); the error, if any, goes to `$ROOTFS_TEST_WORK.err`.
 #[test]
 #[ignore]
 fn child_build_that_gets_killed() {
     let Ok(work) = std::env::var("ROOTFS_TEST_WORK") else {
         return;
     };
+    stemcell::rootfs::interrupt::install();
     let plan = rootfs::plan(
         &rootfs::host_mirror(),
         &[("10-base", None), ("30-sleeper", None)],
     );
-    let _ = runner::run(&plan, &options(Path::new(&work)));
+    if let Err(e) = runner::run(&plan, &options(Path::new(&work))) {
+        std::fs::write(format!("{work}.err"), format!("{e:#}")).unwrap();
+    }
+}
+
+/// Starts the child build and waits until its sleeper stage runs.
+fn start_child_build(work: &Path) -> std::process::Child {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_build_that_gets_killed",
+            "--nocapture",
+        ])
+        .env("ROOTFS_TEST_WORK", work)
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let layers = work.join("layers");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let sleeper_running = || {
+        std::fs::read_dir(&layers)
+            .map(|d| d.flatten().any(|e| e.path().join("tmp/started").exists()))
+            .unwrap_or(false)
+    };
+    while !sleeper_running() {
+        assert!(Instant::now() < deadline, "the sleeper stage never started");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child build ended early"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child
+}
+
+fn signal_group(child: &std::process::Child, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(child.id() as i32), sig).unwrap();
 }
 
 fn members(tgz: &Path) -> Vec<(String, Vec<u8>)> {
@@ -60,38 +100,8 @@ fn build_kill_resume_export() {
     let mirror = rootfs::host_mirror();
 
     // 1. A build killed (SIGKILL to its whole process group) in the middle of a stage.
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "child_build_that_gets_killed",
-            "--nocapture",
-        ])
-        .env("ROOTFS_TEST_WORK", &work)
-        .process_group(0)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = work.join("layers");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let sleeper_running = || {
-        std::fs::read_dir(&started)
-            .map(|d| d.flatten().any(|e| e.path().join("tmp/started").exists()))
-            .unwrap_or(false)
-    };
-    while !sleeper_running() {
-        assert!(Instant::now() < deadline, "the sleeper stage never started");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the child build ended early"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    nix::sys::signal::killpg(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    let mut child = start_child_build(&work);
+    signal_group(&child, nix::sys::signal::Signal::SIGKILL);
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
@@ -187,7 +197,11 @@ fn build_kill_resume_export() {
     let leaked: Vec<&String> = m
         .iter()
         .map(|(p, _)| p)
-        .filter(|p| mounted.iter().any(|d| p.starts_with(d) && p.as_str() != *d && !p.starts_with("./run/lock")))
+        .filter(|p| {
+            mounted
+                .iter()
+                .any(|d| p.starts_with(d) && p.as_str() != *d && !p.starts_with("./run/lock"))
+        })
         .collect();
     assert!(leaked.is_empty(), "{leaked:?}");
     let pkgs = std::fs::read_to_string(export::side_file(&out, "packages.txt")).unwrap();
@@ -229,6 +243,26 @@ fn build_kill_resume_export() {
     let err = runner::run(&plan2, &o).err().unwrap().to_string();
     assert!(err.contains("--from-stage nope: no such stage"), "{err}");
     assert_eq!(rootfs::mounts_under(tmp.path()), Vec::<String>::new());
+
+    // 6. Ctrl-C mid-stage: a clear error, and nothing left (no mount, process or partial layer).
+    let mut child = start_child_build(&work);
+    signal_group(&child, nix::sys::signal::Signal::SIGINT);
+    child.wait().unwrap();
+    let err = std::fs::read_to_string(tmp.path().join("work.err")).unwrap();
+    assert!(
+        err.contains("stage sleeper") || err.contains("interrupted"),
+        "{err}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rootfs::mounts_under(tmp.path()), Vec::<String>::new());
+    assert_eq!(rootfs::processes_under(tmp.path()), Vec::<String>::new());
+    let partial: Vec<_> = std::fs::read_dir(work.join("layers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".partial") || n.ends_with(".ovlwork"))
+        .collect();
+    assert!(partial.is_empty(), "{partial:?}");
 }
 
 #[test]

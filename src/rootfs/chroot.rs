@@ -235,6 +235,10 @@ impl Session {
             if crate::rootfs::interrupt::requested() {
                 break Err(anyhow::anyhow!("interrupted"));
             }
+            // Wait at most 200 ms so a stop request is seen even if another thread took the signal.
+            if !readable(&reader, 200) {
+                continue;
+            }
             match reader.read(&mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => {
@@ -339,6 +343,19 @@ fn default_env() -> Vec<(String, String)> {
         }
     }
     env
+}
+
+/// Whether `f` has data (or EOF) within `ms` milliseconds.
+fn readable(f: &std::fs::File, ms: i32) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: f.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    n > 0
 }
 
 /// A close-on-exec pipe: (read end, write end).
