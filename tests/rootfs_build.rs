@@ -216,6 +216,7 @@ fn build_kill_resume_export() {
     let t = Instant::now();
     let built = runner::run(&plan, &options(&work)).unwrap();
     assert!(built.timings.iter().all(|t| t.cached));
+    eprintln!("no-change rerun: {:.2}s", t.elapsed().as_secs_f64());
     assert!(
         t.elapsed() < Duration::from_secs(10),
         "no-change rerun took {:?}",

@@ -1,4 +1,5 @@
 //! Helpers for the rootfs tests: hand-made plans from fixture stages, the host's mirror.
+#![allow(dead_code)]
 
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -133,4 +134,29 @@ pub fn processes_under(dir: &Path) -> Vec<String> {
         }
     }
     found
+}
+
+/// A tiny root filesystem made of host binaries and the libraries they load (no network).
+pub fn tiny_root(dir: &Path, tools: &[&str]) {
+    for d in ["bin", "etc", "proc", "sys", "dev", "run", "tmp", "usr/sbin"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(dir.join("etc/resolv.conf"), "").unwrap();
+    for tool in tools {
+        let src = stemcell::rootfs::host_tools::find(tool).unwrap();
+        std::fs::copy(&src, dir.join("bin").join(tool)).unwrap();
+        let ldd = std::process::Command::new("ldd")
+            .arg(&src)
+            .output()
+            .unwrap();
+        for lib in String::from_utf8_lossy(&ldd.stdout)
+            .split_whitespace()
+            .filter(|w| w.starts_with('/'))
+        {
+            let dst = dir.join(lib.trim_start_matches('/'));
+            std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+            std::fs::copy(lib, dst).unwrap();
+        }
+    }
+    std::os::unix::fs::symlink("dash", dir.join("bin/sh")).unwrap();
 }
