@@ -243,7 +243,13 @@ fn os_image(a: OsImageArgs) -> Result<()> {
     use stemcell::rootfs::{export, interrupt};
     use stemcell::stage::runner::{self, RunOptions};
     let root = project_root();
-    let plan = resolve(&root, &PlanOptions { os: a.os.clone(), mirror: a.mirror.clone(), ..Default::default() })?;
+    let options = PlanOptions {
+        os: a.os.clone(),
+        mirror: a.mirror.clone(),
+        build_time: std::env::var("BUILD_TIME").ok().filter(|t| !t.is_empty()),
+        ..Default::default()
+    };
+    let plan = resolve(&root, &options)?;
     interrupt::install();
     export::remove_stale_outputs(&a.output);
     let side = |suffix: &str| export::side_file(&a.output, suffix);

@@ -100,7 +100,12 @@ fn build_kill_resume_export() {
     let mirror = rootfs::host_mirror();
 
     // 1. A build killed (SIGKILL to its whole process group) in the middle of a stage.
+    let t = Instant::now();
     let mut child = start_child_build(&work);
+    eprintln!(
+        "empty cache to the sleeper stage (bootstrap + base): {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
     signal_group(&child, nix::sys::signal::Signal::SIGKILL);
     child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));
@@ -120,6 +125,7 @@ fn build_kill_resume_export() {
     let built = runner::run(&plan, &options(&work)).unwrap();
     let cached: Vec<bool> = built.timings.iter().map(|t| t.cached).collect();
     assert_eq!(cached, [true, true, false], "{}", built.report());
+    eprint!("{}", built.report());
     assert!(!std::fs::read_dir(work.join("layers"))
         .unwrap()
         .flatten()

@@ -163,6 +163,7 @@ pub fn write_os_image(
     force: bool,
 ) -> Result<()> {
     let logs = store.work_dir().join("logs");
+    write_tarball(store, lower, output, force, &logs.join("export.log"))?;
     let session = read_only_session(store, lower)?;
     write_command_output(
         &session,
@@ -176,6 +177,5 @@ pub fn write_os_image(
         &side_file(output, "dev_tools_file_list.txt"),
         force,
     )?;
-    write_tarball(store, lower, output, force, &logs.join("export.log"))?;
     Ok(())
 }

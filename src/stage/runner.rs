@@ -70,6 +70,7 @@ impl Built {
 pub fn run(plan: &Plan, options: &RunOptions) -> Result<Built> {
     host_tools::require_root("os-image")?;
     host_tools::require(&["unshare", "mount", "chroot", "env", "mknod", "tar"])?;
+    check_stage_names(plan)?;
     let stages: Vec<&PlannedStage> = plan
         .stages
         .iter()
@@ -251,7 +252,7 @@ impl Drop for Progress {
     }
 }
 
-/// Checks that nothing would stop the run halfway for a reason known up front.
+/// Stage names are restart points and log names: they must be unique.
 pub fn check_stage_names(plan: &Plan) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for s in &plan.stages {
