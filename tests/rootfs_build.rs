@@ -40,6 +40,17 @@ fn child_build_that_gets_killed() {
 
 /// Starts the child build and waits until its sleeper stage runs.
 fn start_child_build(work: &Path) -> std::process::Child {
+    // A killed build leaves its partial layer (the next run removes it); remove it here so an
+    // old `tmp/started` is not mistaken for the new one.
+    for e in std::fs::read_dir(work.join("layers"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().ends_with(".partial") {
+            std::fs::remove_dir_all(e.path()).unwrap();
+        }
+    }
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--ignored",
@@ -251,7 +262,19 @@ fn build_kill_resume_export() {
     assert!(err.contains("--from-stage nope: no such stage"), "{err}");
     assert_eq!(rootfs::mounts_under(tmp.path()), Vec::<String>::new());
 
-    // 6. Ctrl-C mid-stage: a clear error, and nothing left (no mount, process or partial layer).
+    // 6. SIGKILL of the build process alone (not its group): its children die with it.
+    let mut child = start_child_build(&work);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rootfs::mounts_under(tmp.path()), Vec::<String>::new());
+    assert_eq!(rootfs::processes_under(tmp.path()), Vec::<String>::new());
+
+    // 7. Ctrl-C mid-stage: a clear error, and nothing left (no mount, process or partial layer).
     let mut child = start_child_build(&work);
     signal_group(&child, nix::sys::signal::Signal::SIGINT);
     child.wait().unwrap();
