@@ -312,8 +312,38 @@ fn verify(a: InspectArgs) -> Result<()> {
     bail!("{}: {} problem(s) found", a.file.display(), problems.len())
 }
 
-fn os_image(_a: OsImageArgs) -> Result<()> {
-    bail!("os-image: not implemented yet")
+fn os_image(a: OsImageArgs) -> Result<()> {
+    use stemcell::recipe::resolve::{project_root, resolve, PlanOptions};
+    use stemcell::recipe::stage::Phase;
+    use stemcell::rootfs::{export, interrupt};
+    use stemcell::stage::runner::{self, RunOptions};
+    let root = project_root();
+    let options = PlanOptions {
+        os: a.os.clone(),
+        mirror: a.mirror.clone(),
+        build_time: std::env::var("BUILD_TIME").ok().filter(|t| !t.is_empty()),
+        ..Default::default()
+    };
+    let plan = resolve(&root, &options)?;
+    interrupt::install();
+    export::remove_stale_outputs(&a.output);
+    let side = |suffix: &str| export::side_file(&a.output, suffix);
+    for p in [a.output.clone(), side("packages.txt"), side("dev_tools_file_list.txt")] {
+        if !a.force && p.symlink_metadata().is_ok() {
+            bail!("{}: output exists (use --force to overwrite)", p.display());
+        }
+    }
+    let options = RunOptions {
+        work_dir: a.work_dir.clone(),
+        from_stage: a.from_stage.clone(),
+        phase: Some(Phase::OsImage),
+        quiet: false,
+    };
+    let built = runner::run(&plan, &options)?;
+    export::write_os_image(&built.store, &built.layers, &a.output, a.force)?;
+    eprint!("{}", built.report());
+    eprintln!("{}", a.output.display());
+    Ok(())
 }
 
 fn plan(a: PlanArgs) -> Result<()> {

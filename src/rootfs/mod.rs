@@ -1,2 +1,9 @@
-//! The root filesystem: bootstrap, chroot sessions in private namespaces, host tool checks.
+//! The root filesystem: bootstrap, chroot sessions in private namespaces, the layer cache,
+//! export of the OS image tarball, host tool checks.
+pub mod bootstrap;
 pub mod chroot;
+pub mod export;
+pub mod gzip_stream;
+pub mod host_tools;
+pub mod interrupt;
+pub mod layers;

@@ -1,0 +1,181 @@
+//! Export of the finished layer stack as the OS image tarball: `tar -c -C <root> .` (every
+//! member path starts with `./`, as the official `sudo tar -cz -f <path> -C chroot .`), gzip,
+//! written atomically. The export sees the tree through a throwaway top layer in which the
+//! build-only pieces are undone: `policy-rc.d` removed and `/etc/resolv.conf` emptied.
+
+use super::chroot::{describe_status, Exec, OverlaySpec, Session};
+use super::layers::LayerStore;
+use crate::output::AtomicOutput;
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
+
+/// Undo the build-only changes, then stream the tree as tar on stdout. Owners numeric, so the
+/// image's uids are kept whatever the build host's /etc/passwd says; file capabilities kept.
+const EXPORT_SCRIPT: &str = r#"rm -f "$ROOT/usr/sbin/policy-rc.d"
+rc="$ROOT/etc/resolv.conf"
+if [ -f "$rc" ] && [ ! -L "$rc" ]; then : > "$rc"; fi
+exec tar --numeric-owner --xattrs --xattrs-include=security.capability --sort=name -C "$ROOT" -cf - .
+"#;
+
+/// Writes the merged view of `lower` (layer names, topmost first) to `output` as a gzip tarball.
+/// Returns the uncompressed tar size in bytes.
+pub fn write_tarball(
+    store: &LayerStore,
+    lower: &[String],
+    output: &Path,
+    force: bool,
+    log: &Path,
+) -> Result<u64> {
+    let key = "export";
+    store.begin(key)?;
+    let result = (|| {
+        let session = Session::overlay(OverlaySpec {
+            layers_dir: store.dir().to_path_buf(),
+            lower: lower.to_vec(),
+            upper: Some(LayerStore::partial_name(key)),
+            work: Some(LayerStore::overlay_work_name(key)),
+            mountpoint: store.work_dir().join("mnt"),
+        })?;
+        let mut out = AtomicOutput::create(output, force)?;
+        let log_file = std::fs::File::create(log)
+            .with_context(|| format!("{}: cannot create log", log.display()))?;
+        let mut child = session.spawn(
+            Exec::Host,
+            EXPORT_SCRIPT,
+            Stdio::null(),
+            Stdio::piped(),
+            Stdio::from(log_file),
+        )?;
+        let tar = child.stdout.take().expect("stdout piped");
+        let copied = (|| -> Result<u64> {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, out.file());
+            let total = super::gzip_stream::compress(tar, &mut w, 6)
+                .with_context(|| format!("{}: cannot write", output.display()))?;
+            w.flush()
+                .with_context(|| format!("{}: cannot write", output.display()))?;
+            Ok(total)
+        })();
+        if copied.is_err() {
+            let _ = child.kill();
+        }
+        let status = child.wait()?;
+        let total = copied?;
+        if !status.success() {
+            bail!(
+                "{}: exporting the root filesystem failed ({}; log: {})",
+                output.display(),
+                describe_status(status.code().unwrap_or(-1)),
+                log.display()
+            );
+        }
+        out.commit()?;
+        Ok(total)
+    })();
+    store.abandon(key);
+    result
+}
+
+/// A read-only session on the merged view of `lower` (for `dpkg -l` and other queries).
+pub fn read_only_session(store: &LayerStore, lower: &[String]) -> Result<Session> {
+    Session::overlay(OverlaySpec {
+        layers_dir: store.dir().to_path_buf(),
+        lower: lower.to_vec(),
+        upper: None,
+        work: None,
+        mountpoint: store.work_dir().join("mnt"),
+    })
+}
+
+/// Runs `script` in `session` and writes its stdout atomically to `output`.
+pub fn write_command_output(
+    session: &Session,
+    script: &str,
+    output: &Path,
+    force: bool,
+) -> Result<()> {
+    let result = session.output(script)?;
+    if result.status != 0 {
+        bail!(
+            "{}: `{script}` failed in the image ({}): {}",
+            output.display(),
+            describe_status(result.status),
+            result.output.trim()
+        );
+    }
+    let mut out = AtomicOutput::create(output, force)?;
+    out.file()
+        .write_all(result.output.as_bytes())
+        .with_context(|| format!("{}: cannot write", output.display()))?;
+    out.commit()
+}
+
+/// A file written next to the OS image: `ubuntu-noble.tgz` → `ubuntu-noble.<suffix>`.
+pub fn side_file(output: &Path, suffix: &str) -> std::path::PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name
+        .strip_suffix(".tgz")
+        .or_else(|| name.strip_suffix(".tar.gz"))
+        .unwrap_or(&name);
+    output.with_file_name(format!("{stem}.{suffix}"))
+}
+
+/// Removes temporary files an earlier run killed by SIGKILL left next to `output`
+/// (`AtomicOutput` names them `.<name>.XXXXXX.partial`).
+pub fn remove_stale_outputs(output: &Path) {
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let names: Vec<String> = ["", "packages.txt", "dev_tools_file_list.txt"]
+        .iter()
+        .map(|s| {
+            if s.is_empty() {
+                output.to_path_buf()
+            } else {
+                side_file(output, s)
+            }
+        })
+        .filter_map(|p| p.file_name().map(|n| format!(".{}.", n.to_string_lossy())))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.ends_with(".partial") && names.iter().any(|p| n.starts_with(p.as_str())) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// The OS image and its two lists: `<stem>.packages.txt` (`dpkg -l`) and
+/// `<stem>.dev_tools_file_list.txt` (the image's `/var/vcap/bosh/etc/dev_tools_file_list`,
+/// empty when the image has none).
+pub fn write_os_image(
+    store: &LayerStore,
+    lower: &[String],
+    output: &Path,
+    force: bool,
+) -> Result<()> {
+    let logs = store.work_dir().join("logs");
+    write_tarball(store, lower, output, force, &logs.join("export.log"))?;
+    let session = read_only_session(store, lower)?;
+    write_command_output(
+        &session,
+        "dpkg -l",
+        &side_file(output, "packages.txt"),
+        force,
+    )?;
+    write_command_output(
+        &session,
+        "cat /var/vcap/bosh/etc/dev_tools_file_list 2>/dev/null || true",
+        &side_file(output, "dev_tools_file_list.txt"),
+        force,
+    )?;
+    Ok(())
+}
