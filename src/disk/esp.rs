@@ -13,6 +13,7 @@ use fatfs::{
 };
 use std::fs::File;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 
 /// A file to put on the ESP: a path like `EFI/BOOT/BOOTX64.EFI` and its bytes.
 pub struct EspFile {
@@ -128,6 +129,9 @@ pub fn build(
         }
         fs.unmount().map_err(fail)?;
     }
+    // BPB "hidden sectors" = the partition's start, as mkfs.vfat writes it on a partition.
+    disk.write_all_at(&(part.first_lba as u32).to_le_bytes(), part.offset() + 28)
+        .context("ESP: cannot write the boot sector")?;
     fat_fixup::fix_directories(disk, part.offset()).context("ESP: cannot repair directory entries")
 }
 
