@@ -76,6 +76,11 @@ pub fn root() -> &'static Path {
         let link = wants.join("disk-test-report.service");
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink("/etc/systemd/system/disk-test-report.service", &link).unwrap();
+        // The build machine is shared: under load a TCG guest's udev can take minutes to
+        // create /dev/disk/by-uuid links, longer than systemd's 90 s default device timeout.
+        let conf = root.join("etc/systemd/system.conf.d");
+        std::fs::create_dir_all(&conf).unwrap();
+        std::fs::write(conf.join("disk-test.conf"), "[Manager]\nDefaultDeviceTimeoutSec=900s\n").unwrap();
         // GRUB images from the image's own grub-mkimage, as the stemcell stages make them.
         stemcell::disk::grub::prepare_root(&root, &ids().root_fs.to_string()).unwrap();
         for argv in stemcell::disk::grub::mkimage_commands(true, true) {
