@@ -8,11 +8,11 @@ mod qemu;
 
 use fixture::{check, ids, root, ROOT_LOCK};
 use qemu::{Firmware, Vm};
-use stemcell::disk::{assemble, AssembledDisk, DiskSize, DiskSpec, GrubPassword, PartitionTable};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
+use stemcell::disk::{assemble, AssembledDisk, DiskSize, DiskSpec, GrubPassword, PartitionTable};
 
 const EPOCH: u64 = 1_700_000_000;
 
@@ -33,7 +33,10 @@ fn spec(table: PartitionTable) -> DiskSpec {
         ids: ids(),
         // Debian's initramfs-tools `init` sleeps `rootdelay` seconds unconditionally, so the
         // official rootdelay=300 would cost five minutes per test boot.
-        kernel_options: stemcell::disk::bootcfg::noble_kernel_options().into_iter().filter(|o| o != "rootdelay=300").collect(),
+        kernel_options: stemcell::disk::bootcfg::noble_kernel_options()
+            .into_iter()
+            .filter(|o| o != "rootdelay=300")
+            .collect(),
         grub_password: GrubPassword::Plain("disk-test".into()),
         source_date_epoch: Some(EPOCH),
     }
@@ -45,7 +48,11 @@ fn build(name: &str, spec: &DiskSpec) -> (PathBuf, AssembledDisk) {
     let out = out_dir().join(name);
     let start = std::time::Instant::now();
     let disk = assemble(root, spec, &out, true).unwrap();
-    eprintln!("assembled {name}: {} MiB in {:.1} s", disk.size_bytes >> 20, start.elapsed().as_secs_f64());
+    eprintln!(
+        "assembled {name}: {} MiB in {:.1} s",
+        disk.size_bytes >> 20,
+        start.elapsed().as_secs_f64()
+    );
     (out, disk)
 }
 
@@ -62,38 +69,114 @@ fn gpt_disk() -> &'static (PathBuf, AssembledDisk) {
 /// fsck.ext4 on the root partition and fsck.vfat on the ESP, both read in place or dd'd out.
 fn check_filesystems(path: &Path, disk: &AssembledDisk) {
     let rootp = disk.partitions.iter().find(|p| p.role == "root").unwrap();
-    let (ok, text) = check(Command::new("e2fsck").args(["-f", "-n"]).arg(format!("{}?offset={}", path.display(), rootp.first_lba * 512)));
+    let (ok, text) = check(Command::new("e2fsck").args(["-f", "-n"]).arg(format!(
+        "{}?offset={}",
+        path.display(),
+        rootp.first_lba * 512
+    )));
     assert!(ok, "e2fsck:\n{text}");
-    let (_, text) = check(Command::new("blkid").args(["-p", "-O", &(rootp.first_lba * 512).to_string()]).arg(path));
-    assert!(text.contains(&format!("UUID=\"{}\"", disk.root_uuid)), "blkid: {text}");
+    let (_, text) = check(
+        Command::new("blkid")
+            .args(["-p", "-O", &(rootp.first_lba * 512).to_string()])
+            .arg(path),
+    );
+    assert!(
+        text.contains(&format!("UUID=\"{}\"", disk.root_uuid)),
+        "blkid: {text}"
+    );
 
     let esp = disk.partitions.iter().find(|p| p.role == "esp").unwrap();
     let img = path.with_extension("esp");
-    let (ok, text) = check(Command::new("dd").arg(format!("if={}", path.display())).arg(format!("of={}", img.display()))
-        .args([format!("skip={}", esp.first_lba), format!("count={}", esp.sectors), "status=none".into()]));
+    let (ok, text) = check(
+        Command::new("dd")
+            .arg(format!("if={}", path.display()))
+            .arg(format!("of={}", img.display()))
+            .args([
+                format!("skip={}", esp.first_lba),
+                format!("count={}", esp.sectors),
+                "status=none".into(),
+            ]),
+    );
     assert!(ok, "{text}");
     let (ok, text) = check(Command::new("fsck.vfat").args(["-n", "-v"]).arg(&img));
-    assert!(ok && !text.contains("Expected a valid") && !text.contains("Invalid"), "fsck.vfat:\n{text}");
-    assert!(text.contains("16 bit entries"), "ESP must be FAT16 for the agent:\n{text}");
-    assert!(text.contains(&format!("{} hidden sectors", esp.first_lba)), "ESP hidden sectors:\n{text}");
+    assert!(
+        ok && !text.contains("Expected a valid") && !text.contains("Invalid"),
+        "fsck.vfat:\n{text}"
+    );
+    assert!(
+        text.contains("16 bit entries"),
+        "ESP must be FAT16 for the agent:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("{} hidden sectors", esp.first_lba)),
+        "ESP hidden sectors:\n{text}"
+    );
     let _ = std::fs::remove_file(&img);
-    let (_, text) = check(Command::new("blkid").args(["-p", "-O", &(esp.first_lba * 512).to_string()]).arg(path));
-    assert!(text.contains("VERSION=\"FAT16\"") && text.contains("TYPE=\"vfat\""), "blkid ESP: {text}");
-    let (ok, text) = check(Command::new("mdir").arg("-i").arg(format!("{}@@{}", path.display(), esp.first_lba * 512)).args(["-/", "::/EFI"]));
-    assert!(ok && text.contains("BOOTX64  EFI") && text.contains("GRUB     CFG"), "mdir:\n{text}");
-    let (ok, text) = check(Command::new("mdir").arg("-i").arg(format!("{}@@{}", path.display(), esp.first_lba * 512)).arg("::/"));
+    let (_, text) = check(
+        Command::new("blkid")
+            .args(["-p", "-O", &(esp.first_lba * 512).to_string()])
+            .arg(path),
+    );
+    assert!(
+        text.contains("VERSION=\"FAT16\"") && text.contains("TYPE=\"vfat\""),
+        "blkid ESP: {text}"
+    );
+    let (ok, text) = check(
+        Command::new("mdir")
+            .arg("-i")
+            .arg(format!("{}@@{}", path.display(), esp.first_lba * 512))
+            .args(["-/", "::/EFI"]),
+    );
+    assert!(
+        ok && text.contains("BOOTX64  EFI") && text.contains("GRUB     CFG"),
+        "mdir:\n{text}"
+    );
+    let (ok, text) = check(
+        Command::new("mdir")
+            .arg("-i")
+            .arg(format!("{}@@{}", path.display(), esp.first_lba * 512))
+            .arg("::/"),
+    );
     let esp_uuid = disk.esp_uuid.as_ref().unwrap();
-    assert!(ok && text.contains(&format!("Volume Serial Number is {esp_uuid}")), "mdir:\n{text}");
+    assert!(
+        ok && text.contains(&format!("Volume Serial Number is {esp_uuid}")),
+        "mdir:\n{text}"
+    );
 }
 
-fn assert_booted(path: &Path, disk: &AssembledDisk, firmware: Firmware, root_dev: &str) {
+fn assert_booted(
+    path: &Path,
+    disk: &AssembledDisk,
+    firmware: Firmware,
+    root_dev: &str,
+    esp_dev: &str,
+) {
     let mut vm = Vm::boot(path, firmware);
-    let console = vm.wait_for("DISKTEST-DONE", Duration::from_secs(900)).unwrap_or_else(|e| panic!("{firmware:?} boot: {e}"));
-    let tail: String = console.lines().filter(|l| l.contains("DISKTEST")).collect::<Vec<_>>().join("\n");
-    assert!(tail.contains(&format!("root=UUID={} ro ", disk.root_uuid)), "{firmware:?}: {tail}");
-    assert!(tail.contains(&format!("DISKTEST root={root_dev} ext4")), "{firmware:?}: {tail}");
-    assert!(tail.contains("DISKTEST efi=/dev/vda1 vfat") || !disk.esp_uuid.is_some(), "{firmware:?}: ESP not mounted from fstab: {tail}");
-    let want = if firmware == Firmware::Uefi { "firmware=uefi" } else { "firmware=bios" };
+    let console = vm
+        .wait_for("DISKTEST-DONE", Duration::from_secs(900))
+        .unwrap_or_else(|e| panic!("{firmware:?} boot: {e}"));
+    let tail: String = console
+        .lines()
+        .filter(|l| l.contains("DISKTEST"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        tail.contains(&format!("root=UUID={} ro ", disk.root_uuid)),
+        "{firmware:?}: {tail}"
+    );
+    assert!(
+        tail.contains(&format!("DISKTEST root={root_dev} ext4")),
+        "{firmware:?}: {tail}"
+    );
+    assert!(
+        tail.contains(&format!("DISKTEST efi={esp_dev} vfat")),
+        "{firmware:?}: ESP not mounted from fstab: {tail}"
+    );
+    let want = if firmware == Firmware::Uefi {
+        "firmware=uefi"
+    } else {
+        "firmware=bios"
+    };
     assert!(tail.contains(want), "{firmware:?}: {tail}");
 }
 
@@ -103,10 +186,19 @@ fn mbr_layout_is_the_official_noble_one() {
     let (ok, text) = check(Command::new("sfdisk").arg("-d").arg(path));
     assert!(ok, "{text}");
     assert!(text.contains("label: dos"), "{text}");
-    assert!(text.contains("start=        2048, size=       98304, type=ef, bootable"), "{text}");
-    assert!(text.contains("start=      102400,") && text.contains("type=83"), "{text}");
+    assert!(
+        text.contains("start=        2048, size=       98304, type=ef, bootable"),
+        "{text}"
+    );
+    assert!(
+        text.contains("start=      102400,") && text.contains("type=83"),
+        "{text}"
+    );
     let roots: Vec<&str> = text.lines().filter(|l| l.contains("type=83")).collect();
-    assert!(text.lines().last().unwrap().contains("type=83"), "root must be last: {roots:?}");
+    assert!(
+        text.lines().last().unwrap().contains("type=83"),
+        "root must be last: {roots:?}"
+    );
     check_filesystems(path, disk);
 }
 
@@ -114,34 +206,46 @@ fn mbr_layout_is_the_official_noble_one() {
 fn gpt_layout_is_valid_with_root_last() {
     let (path, disk) = gpt_disk();
     let (ok, text) = check(Command::new("sgdisk").arg("-v").arg(path));
-    assert!(ok && text.contains("No problems found"), "sgdisk -v:\n{text}");
+    assert!(
+        ok && text.contains("No problems found"),
+        "sgdisk -v:\n{text}"
+    );
     let (ok, text) = check(Command::new("sfdisk").arg("-d").arg(path));
     assert!(ok, "{text}");
     assert!(text.contains("label: gpt"), "{text}");
     let lines: Vec<&str> = text.lines().filter(|l| l.contains("type=")).collect();
     assert_eq!(lines.len(), 3, "{text}");
-    assert!(lines[0].contains("21686148-6449-6E6F-744E-656564454649"), "{text}");
-    assert!(lines[1].contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"), "{text}");
-    assert!(lines[2].contains("0FC63DAF-8483-4772-8E79-3D69D8477DE4"), "{text}");
+    assert!(
+        lines[0].contains("21686148-6449-6E6F-744E-656564454649"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
+        "{text}"
+    );
+    assert!(
+        lines[2].contains("0FC63DAF-8483-4772-8E79-3D69D8477DE4"),
+        "{text}"
+    );
     check_filesystems(path, disk);
 }
 
 #[test]
 fn mbr_disk_boots_with_seabios() {
     let (path, disk) = mbr_disk();
-    assert_booted(path, disk, Firmware::Bios, "/dev/vda2");
+    assert_booted(path, disk, Firmware::Bios, "/dev/vda2", "/dev/vda1");
 }
 
 #[test]
 fn mbr_disk_boots_with_ovmf() {
     let (path, disk) = mbr_disk();
-    assert_booted(path, disk, Firmware::Uefi, "/dev/vda2");
+    assert_booted(path, disk, Firmware::Uefi, "/dev/vda2", "/dev/vda1");
 }
 
 #[test]
 fn gpt_disk_boots_with_seabios_from_the_bios_boot_partition() {
     let (path, disk) = gpt_disk();
-    assert_booted(path, disk, Firmware::Bios, "/dev/vda3");
+    assert_booted(path, disk, Firmware::Bios, "/dev/vda3", "/dev/vda2");
 }
 
 #[test]
@@ -149,7 +253,10 @@ fn same_inputs_give_identical_bytes() {
     let (a, _) = build("repro-a.raw", &spec(PartitionTable::Mbr));
     // Disturb what must not matter: access times and ctimes of the inputs.
     let _ = std::fs::read(root().join("etc/passwd"));
-    let _ = Command::new("touch").arg("-a").arg(root().join("etc/hostname")).status();
+    let _ = Command::new("touch")
+        .arg("-a")
+        .arg(root().join("etc/hostname"))
+        .status();
     let (b, _) = build("repro-b.raw", &spec(PartitionTable::Mbr));
     let (ok, text) = check(Command::new("cmp").arg(&a).arg(&b));
     assert!(ok, "disks differ: {text}");
@@ -165,8 +272,15 @@ fn too_small_disk_is_a_clear_error_and_leaves_nothing() {
     let _ = std::fs::remove_file(&out);
     let _guard = ROOT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let err = format!("{:#}", assemble(root(), &s, &out, true).unwrap_err());
-    assert!(err.contains("disk size 64 MiB is too small: the root filesystem needs at least"), "{err}");
+    assert!(
+        err.contains("disk size 64 MiB is too small: the root filesystem needs at least"),
+        "{err}"
+    );
     assert!(!out.exists());
-    let leftovers: Vec<_> = std::fs::read_dir(out_dir()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("small.raw")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(out_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("small.raw"))
+        .collect();
     assert!(leftovers.is_empty());
 }

@@ -195,9 +195,22 @@ mod tests {
         mbr[510] = 0x55;
         mbr[511] = 0xAA;
         f.write_all_at(&mbr, 0).unwrap();
-        let role = if table == PartitionTable::Gpt { Role::BiosBoot } else { Role::Root };
-        let parts = vec![Extent { role, number: 1, first_lba: first, sectors: 2048 }];
-        let layout = Layout { table, total_sectors: 8192, partitions: parts };
+        let role = if table == PartitionTable::Gpt {
+            Role::BiosBoot
+        } else {
+            Role::Root
+        };
+        let parts = vec![Extent {
+            role,
+            number: 1,
+            first_lba: first,
+            sectors: 2048,
+        }];
+        let layout = Layout {
+            table,
+            total_sectors: 8192,
+            partitions: parts,
+        };
         let mut boot = [0x11u8; 512];
         boot[DRIVE_CHECK] = 0x74;
         embed_bios(&f, &layout, &boot, &fake_core(10)).unwrap();
@@ -212,17 +225,31 @@ mod tests {
         assert_eq!(&d[440..444], &[1, 2, 3, 4], "disk signature kept");
         assert_eq!(d[446], 0x80, "partition table kept");
         assert_eq!(&d[510..512], &[0x55, 0xAA]);
-        assert_eq!(u64::from_le_bytes(d[KERNEL_SECTOR..KERNEL_SECTOR + 8].try_into().unwrap()), 1);
+        assert_eq!(
+            u64::from_le_bytes(d[KERNEL_SECTOR..KERNEL_SECTOR + 8].try_into().unwrap()),
+            1
+        );
         assert_eq!(d[BOOT_DRIVE], 0xFF);
         assert_eq!(&d[DRIVE_CHECK..DRIVE_CHECK + 2], &[0x90, 0x90]);
         let bl = 512 + BLOCKLIST;
-        assert_eq!(u64::from_le_bytes(d[bl..bl + 8].try_into().unwrap()), 2, "rest starts after core's first sector");
-        assert_eq!(u16::from_le_bytes([d[bl + 8], d[bl + 9]]), 9, "10 sectors, the first loaded by boot.img");
+        assert_eq!(
+            u64::from_le_bytes(d[bl..bl + 8].try_into().unwrap()),
+            2,
+            "rest starts after core's first sector"
+        );
+        assert_eq!(
+            u16::from_le_bytes([d[bl + 8], d[bl + 9]]),
+            9,
+            "10 sectors, the first loaded by boot.img"
+        );
         assert_eq!(u16::from_le_bytes([d[bl + 10], d[bl + 11]]), 0x820);
         assert_eq!(d[512 * 10], 0, "padding after core.img");
 
         let g = embed(PartitionTable::Gpt, 34);
-        assert_eq!(u64::from_le_bytes(g[KERNEL_SECTOR..KERNEL_SECTOR + 8].try_into().unwrap()), 34);
+        assert_eq!(
+            u64::from_le_bytes(g[KERNEL_SECTOR..KERNEL_SECTOR + 8].try_into().unwrap()),
+            34
+        );
         let bl = 34 * 512 + BLOCKLIST;
         assert_eq!(u64::from_le_bytes(g[bl..bl + 8].try_into().unwrap()), 35);
     }
@@ -231,10 +258,22 @@ mod tests {
     fn core_img_too_big_for_the_gap_is_refused() {
         let f = tempfile::tempfile().unwrap();
         f.set_len(4 << 20).unwrap();
-        let parts = vec![Extent { role: Role::Root, number: 1, first_lba: 8, sectors: 100 }];
-        let layout = Layout { table: PartitionTable::Mbr, total_sectors: 8192, partitions: parts };
+        let parts = vec![Extent {
+            role: Role::Root,
+            number: 1,
+            first_lba: 8,
+            sectors: 100,
+        }];
+        let layout = Layout {
+            table: PartitionTable::Mbr,
+            total_sectors: 8192,
+            partitions: parts,
+        };
         let e = embed_bios(&f, &layout, &[0u8; 512], &fake_core(10)).unwrap_err();
-        assert!(e.to_string().contains("needs 10 sectors but only 7 fit"), "{e}");
+        assert!(
+            e.to_string().contains("needs 10 sectors but only 7 fit"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -21,7 +21,8 @@ fn sh(cmd: &mut Command) {
 }
 
 fn mirror() -> String {
-    let s = std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").expect("debian.sources");
+    let s =
+        std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").expect("debian.sources");
     s.lines()
         .find_map(|l| l.strip_prefix("URIs:"))
         .and_then(|u| u.split_whitespace().next())
@@ -64,8 +65,17 @@ fn build_root(dest: &Path) {
 pub fn root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
-        let date = String::from_utf8(Command::new("date").args(["-u", "+%Y%m%d"]).output().unwrap().stdout).unwrap();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/disk-test-root").join(format!("bookworm-{}", date.trim()));
+        let date = String::from_utf8(
+            Command::new("date")
+                .args(["-u", "+%Y%m%d"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/disk-test-root")
+            .join(format!("bookworm-{}", date.trim()));
         if !root.join("etc").is_dir() {
             build_root(&root);
         }
@@ -80,7 +90,11 @@ pub fn root() -> &'static Path {
         // create /dev/disk/by-uuid links, longer than systemd's 90 s default device timeout.
         let conf = root.join("etc/systemd/system.conf.d");
         std::fs::create_dir_all(&conf).unwrap();
-        std::fs::write(conf.join("disk-test.conf"), "[Manager]\nDefaultDeviceTimeoutSec=900s\n").unwrap();
+        std::fs::write(
+            conf.join("disk-test.conf"),
+            "[Manager]\nDefaultDeviceTimeoutSec=900s\n",
+        )
+        .unwrap();
         // GRUB images from the image's own grub-mkimage, as the stemcell stages make them.
         stemcell::disk::grub::prepare_root(&root, &ids().root_fs.to_string()).unwrap();
         for argv in stemcell::disk::grub::mkimage_commands(true, true) {
@@ -93,6 +107,10 @@ pub fn root() -> &'static Path {
 /// Runs a checking tool; returns (success, stdout + stderr).
 pub fn check(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }

@@ -32,17 +32,40 @@ impl Vm {
         let dir = tempfile::tempdir().unwrap();
         let serial = dir.path().join("serial.log");
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "1", "-display", "none", "-no-reboot", "-snapshot"]);
+        cmd.args([
+            "-accel",
+            "tcg",
+            "-m",
+            "1024",
+            "-smp",
+            "1",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-snapshot",
+        ]);
         cmd.arg("-serial").arg(format!("file:{}", serial.display()));
-        cmd.arg("-drive").arg(format!("file={},format=raw,if=virtio", disk.display()));
+        cmd.arg("-drive")
+            .arg(format!("file={},format=raw,if=virtio", disk.display()));
         if firmware == Firmware::Uefi {
             let vars = dir.path().join("OVMF_VARS.fd");
             std::fs::copy("/usr/share/OVMF/OVMF_VARS_4M.fd", &vars).unwrap();
-            cmd.arg("-drive").arg("if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd");
-            cmd.arg("-drive").arg(format!("if=pflash,format=raw,file={}", vars.display()));
+            cmd.arg("-drive")
+                .arg("if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd");
+            cmd.arg("-drive")
+                .arg(format!("if=pflash,format=raw,file={}", vars.display()));
         }
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("qemu-system-x86_64");
-        Vm { child, serial, _dir: dir }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu-system-x86_64");
+        Vm {
+            child,
+            serial,
+            _dir: dir,
+        }
     }
 
     pub fn console(&self) -> String {
@@ -60,10 +83,17 @@ impl Vm {
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 let text = self.console();
-                return if text.contains(marker) { Ok(text) } else { Err(format!("VM exited ({status}) before {marker:?}:\n{text}")) };
+                return if text.contains(marker) {
+                    Ok(text)
+                } else {
+                    Err(format!("VM exited ({status}) before {marker:?}:\n{text}"))
+                };
             }
             if start.elapsed() > timeout {
-                return Err(format!("no {marker:?} after {timeout:?}:\n{}", self.console()));
+                return Err(format!(
+                    "no {marker:?} after {timeout:?}:\n{}",
+                    self.console()
+                ));
             }
             std::thread::sleep(Duration::from_millis(500));
         }
