@@ -165,6 +165,7 @@ pub fn embed_bios(disk: &File, layout: &Layout, boot_img: &[u8], core_img: &[u8]
     mbr[DRIVE_CHECK + 1] = 0x90;
     mbr[NT_MAGIC..PART_END].copy_from_slice(&current[NT_MAGIC..PART_END]);
     mbr[BOOT_DRIVE] = 0xFF;
+    mbr[PART_END..].copy_from_slice(&[0x55, 0xAA]);
     mbr[KERNEL_SECTOR..KERNEL_SECTOR + 8].copy_from_slice(&first_sector.to_le_bytes());
 
     disk.write_all_at(&core, first_sector * SECTOR)
@@ -243,7 +244,8 @@ mod tests {
             "10 sectors, the first loaded by boot.img"
         );
         assert_eq!(u16::from_le_bytes([d[bl + 10], d[bl + 11]]), 0x820);
-        assert_eq!(d[512 * 10], 0, "padding after core.img");
+        assert_eq!(d[512 + 5020], 0, "core.img padded with zeros to a sector");
+        assert_eq!(d[512 + 5019], 0xAB);
 
         let g = embed(PartitionTable::Gpt, 34);
         assert_eq!(

@@ -339,7 +339,7 @@ mod tests {
     fn too_small_disk_says_how_much_is_needed() {
         let e =
             Layout::plan(&spec(PartitionTable::Mbr, DiskSize::Mib(100)), 200 << 20).unwrap_err();
-        assert!(e.to_string().contains("needs at least 251 MiB"), "{e}");
+        assert!(e.to_string().contains("needs at least 250 MiB"), "{e}");
     }
 
     #[test]
