@@ -284,3 +284,37 @@ fn too_small_disk_is_a_clear_error_and_leaves_nothing() {
         .collect();
     assert!(leftovers.is_empty());
 }
+
+#[test]
+fn root_without_grub_images_is_a_clear_error_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("boot")).unwrap();
+    std::fs::write(root.join("boot/vmlinuz-6.1.0-1-amd64"), b"k").unwrap();
+    std::fs::write(root.join("boot/initrd.img-6.1.0-1-amd64"), b"i").unwrap();
+    let out = dir.path().join("disk.raw");
+    let err = format!(
+        "{:#}",
+        assemble(&root, &spec(PartitionTable::Mbr), &out, false).unwrap_err()
+    );
+    assert!(
+        err.contains("usr/lib/grub/i386-pc/boot.img: cannot read the GRUB boot.img"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "only the root directory is left"
+    );
+
+    std::fs::remove_file(root.join("boot/vmlinuz-6.1.0-1-amd64")).unwrap();
+    let err = format!(
+        "{:#}",
+        assemble(&root, &spec(PartitionTable::Mbr), &out, false).unwrap_err()
+    );
+    assert!(
+        err.contains("/boot: no kernel (vmlinuz-*) to boot"),
+        "{err}"
+    );
+}
