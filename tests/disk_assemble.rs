@@ -318,3 +318,28 @@ fn root_without_grub_images_is_a_clear_error_and_leaves_nothing() {
         "{err}"
     );
 }
+
+#[test]
+fn root_with_a_mount_inside_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("proc")).unwrap();
+    nix::mount::mount(
+        Some("proc"),
+        &root.join("proc"),
+        Some("proc"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let out = dir.path().join("disk.raw");
+    let result = assemble(&root, &spec(PartitionTable::Mbr), &out, false);
+    nix::mount::umount(&root.join("proc")).unwrap();
+    let err = format!("{:#}", result.unwrap_err());
+    assert!(
+        err.contains("/root/proc is mounted inside the root directory; unmount it first"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}

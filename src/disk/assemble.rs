@@ -64,12 +64,37 @@ fn write_root_file(
     Ok(())
 }
 
+/// Refuses a root directory with something mounted inside it (a chroot session's /proc, /dev,
+/// /sys): `mke2fs -d` would copy their contents into the image.
+fn check_nothing_mounted(root: &Path) -> Result<()> {
+    let root = std::fs::canonicalize(root)
+        .with_context(|| format!("{}: cannot resolve", root.display()))?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .context("cannot read /proc/self/mountinfo")?;
+    for line in info.lines() {
+        // Field 5 is the mount point, with spaces and the like octal-escaped.
+        let Some(point) = line.split(' ').nth(4) else {
+            continue;
+        };
+        let point = Path::new(point);
+        if point != root && point.starts_with(&root) {
+            bail!(
+                "{}: {} is mounted inside the root directory; unmount it first",
+                root.display(),
+                point.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Builds the bootable raw disk `out` from the root directory `root` (which gets the boot
 /// configuration written into it first). `force` overwrites an existing `out`.
 pub fn assemble(root: &Path, spec: &DiskSpec, out: &Path, force: bool) -> Result<AssembledDisk> {
     if !root.join("etc").is_dir() {
         bail!("{}: not a root directory (no etc/)", root.display());
     }
+    check_nothing_mounted(root)?;
     let kernel = bootcfg::find_kernel(root)?;
     let root_uuid = spec.ids.root_fs.to_string();
     let esp_uuid = spec.boot.uefi.then(|| spec.ids.esp_uuid());
