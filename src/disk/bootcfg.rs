@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn newest_kernel_wins_numerically() {
-        let mut v = vec!["6.1.0-9-amd64".to_string(), "6.1.0-10-amd64".to_string()];
+        let mut v = ["6.1.0-9-amd64".to_string(), "6.1.0-10-amd64".to_string()];
         v.sort_by_key(|v| version_key(v));
         assert_eq!(v.last().unwrap(), "6.1.0-10-amd64");
     }

@@ -64,8 +64,7 @@ fn run(cmd: duct::Expression, what: &str) -> Result<()> {
         let err = String::from_utf8_lossy(&out.stderr);
         let last = err
             .lines()
-            .filter(|l| !l.trim().is_empty())
-            .last()
+            .rfind(|l| !l.trim().is_empty())
             .unwrap_or("")
             .trim()
             .to_string();
