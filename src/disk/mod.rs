@@ -8,6 +8,18 @@
 //! The boot images themselves come from the image's own GRUB: the stemcell stages run the
 //! command lines of [`grub::mkimage_commands`] in the chroot, and [`assemble`] consumes the
 //! files they produce.
+//!
+//! How the `build` command uses it (the chroot part belongs to the stemcell stages):
+//!
+//! ```text
+//! let ids = DiskIds::from_seed(&format!("{name}/{version}/{infra}/{epoch}"));  // or DiskIds::random()?
+//! let mut spec = DiskSpec::new(ids)?;            // Noble defaults: MBR, BIOS+UEFI, 5120 MiB
+//! spec.kernel_options.extend(infra_console_options);
+//! grub::prepare_root(root, &ids.root_fs.to_string())?;
+//! for argv in grub::mkimage_commands(spec.boot.bios, spec.boot.uefi) { /* run in the chroot */ }
+//! // unmount the chroot session, then:
+//! let disk = disk::assemble(root, &spec, &out_raw, force)?;
+//! ```
 
 pub mod assemble;
 pub mod bootcfg;
