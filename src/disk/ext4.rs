@@ -1,0 +1,188 @@
+//! The root filesystem: ext4 built from a directory by `mke2fs -d`, written straight into the
+//! root partition of the disk file (`-E offset=`), so nothing is mounted and no loop device
+//! is used.
+//!
+//! Reproducible: the feature set comes from our own mke2fs.conf (not the host's), the UUID and
+//! directory hash seed are given, `E2FSPROGS_FAKE_TIME` fixes the superblock times, and
+//! afterwards `debugfs` sets every inode's atime, ctime and crtime (which mke2fs copies from
+//! the source or the clock) to SOURCE_DATE_EPOCH. mtimes are the input's, clamped to
+//! SOURCE_DATE_EPOCH beforehand by [`clamp_mtimes`].
+
+use super::layout::Extent;
+use super::usage::Usage;
+use anyhow::{bail, Context, Result};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+
+pub const BLOCK_SIZE: u64 = 4096;
+
+/// The ext4 feature set of Ubuntu's and Debian's mke2fs.conf before 1.47 (no `orphan_file`,
+/// which jammy's e2fsck cannot check), fixed here so the host's config does not leak in.
+const MKE2FS_CONF: &str = "[defaults]
+\tbase_features = sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr
+\tdefault_mntopts = acl,user_xattr
+\tenable_periodic_fsck = 0
+\tblocksize = 4096
+\tinode_size = 256
+\tinode_ratio = 16384
+[fs_types]
+\text4 = {
+\t\tfeatures = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize
+\t}
+\tdefault = {
+\t}
+";
+
+/// What to build.
+pub struct Ext4<'a> {
+    pub source: &'a Path,
+    pub uuid: uuid::Uuid,
+    pub hash_seed: uuid::Uuid,
+    pub usage: Usage,
+    pub source_date_epoch: Option<u64>,
+}
+
+/// A path naming an open file, for a child process: `/proc/<our pid>/fd/<fd>`. The disk
+/// being written is an unnamed temporary of [`crate::output::AtomicOutput`]; this reaches it
+/// without a second name that could be left behind.
+fn proc_path(f: &File) -> String {
+    format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd())
+}
+
+/// Runs a tool, turning a failure into one line with its stderr.
+fn run(cmd: duct::Expression, what: &str) -> Result<()> {
+    let out = cmd
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .with_context(|| format!("cannot run {what}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err
+            .lines()
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        bail!("{what} failed ({}): {last}", out.status);
+    }
+    Ok(())
+}
+
+/// Builds the filesystem into `part` of `disk`.
+pub fn build(disk: &File, part: &Extent, fs: &Ext4) -> Result<()> {
+    let blocks = part.bytes() / BLOCK_SIZE;
+    let mut conf =
+        tempfile::NamedTempFile::new().context("cannot create a temporary mke2fs.conf")?;
+    conf.write_all(MKE2FS_CONF.as_bytes())
+        .context("cannot write a temporary mke2fs.conf")?;
+    let mut args: Vec<String> = vec![
+        "-q".into(),
+        "-F".into(),
+        "-t".into(),
+        "ext4".into(),
+        "-T".into(),
+        "default".into(),
+    ];
+    args.extend([
+        "-b".into(),
+        BLOCK_SIZE.to_string(),
+        "-U".into(),
+        fs.uuid.to_string(),
+    ]);
+    args.extend([
+        "-E".into(),
+        format!(
+            "hash_seed={},offset={},assume_storage_prezeroed=1,nodiscard",
+            fs.hash_seed,
+            part.offset()
+        ),
+    ]);
+    // The default ratio gives one inode per 16 KiB; a small disk of small files needs more.
+    let wanted_inodes = fs.usage.inodes + fs.usage.inodes / 4 + 1024;
+    if wanted_inodes > part.bytes() / 16384 {
+        args.extend(["-N".into(), wanted_inodes.to_string()]);
+    }
+    args.extend([
+        "-d".into(),
+        fs.source.display().to_string(),
+        proc_path(disk),
+        blocks.to_string(),
+    ]);
+    let mut cmd = duct::cmd("mke2fs", &args).env("MKE2FS_CONFIG", conf.path());
+    if let Some(t) = fs.source_date_epoch {
+        cmd = cmd.env("E2FSPROGS_FAKE_TIME", t.to_string());
+    }
+    run(cmd, &format!("mke2fs -d {}", fs.source.display()))?;
+    if let Some(t) = fs.source_date_epoch {
+        fix_inode_times(disk, part, t)?;
+    }
+    Ok(())
+}
+
+/// Sets atime, ctime and crtime of every used inode to `t`. mke2fs -d allocates inodes in
+/// order from the first group, so the used ones are 2 (root), the reserved ones and 11..=N
+/// where N = inodes_count - free_inodes_count.
+fn fix_inode_times(disk: &File, part: &Extent, t: u64) -> Result<()> {
+    let mut sb = [0u8; 20];
+    disk.read_exact_at(&mut sb, part.offset() + 1024)
+        .context("cannot read the ext4 superblock")?;
+    let count = u32::from_le_bytes(sb[0..4].try_into().unwrap()) as u64;
+    let free = u32::from_le_bytes(sb[16..20].try_into().unwrap()) as u64;
+    let last = count - free;
+    let mut script =
+        tempfile::NamedTempFile::new().context("cannot create a temporary debugfs script")?;
+    {
+        let mut w = std::io::BufWriter::new(script.as_file_mut());
+        for ino in std::iter::once(2).chain(11..=last) {
+            for f in ["atime", "ctime", "crtime"] {
+                writeln!(w, "sif <{ino}> {f} @{t}")?;
+                writeln!(w, "sif <{ino}> {f}_extra 0")?;
+            }
+        }
+        w.flush()?;
+    }
+    let target = format!("{}?offset={}", proc_path(disk), part.offset());
+    let cmd = duct::cmd!("debugfs", "-w", "-f", script.path(), target)
+        .env("E2FSPROGS_FAKE_TIME", t.to_string());
+    run(cmd, "debugfs (fixing inode times)")
+}
+
+/// Sets the mtime of every entry of `root` newer than `t` to `t` (as `tar --clamp-mtime`),
+/// without following symlinks.
+pub fn clamp_mtimes(root: &Path, t: u64) -> Result<()> {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let ts = TimeSpec::new(t as i64, 0);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let md = std::fs::symlink_metadata(&p)
+            .with_context(|| format!("{}: cannot stat", p.display()))?;
+        if md.is_dir() {
+            for e in
+                std::fs::read_dir(&p).with_context(|| format!("{}: cannot list", p.display()))?
+            {
+                stack.push(
+                    e.with_context(|| format!("{}: cannot list", p.display()))?
+                        .path(),
+                );
+            }
+        }
+        if md.mtime() > t as i64 {
+            let atime = TimeSpec::new(md.atime(), md.atime_nsec());
+            utimensat(
+                nix::fcntl::AT_FDCWD,
+                &p,
+                &atime,
+                &ts,
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .with_context(|| format!("{}: cannot set mtime", p.display()))?;
+        }
+    }
+    Ok(())
+}
