@@ -338,6 +338,7 @@ fn os_image(a: OsImageArgs) -> Result<()> {
         from_stage: a.from_stage.clone(),
         phase: Some(Phase::OsImage),
         quiet: false,
+        binds: Vec::new(),
     };
     let built = runner::run(&plan, &options)?;
     export::write_os_image(&built.store, &built.layers, &a.output, a.force)?;

@@ -112,7 +112,7 @@ fn staged_inputs_land_in_the_image_with_their_digest_variables() {
     let root = tmp.path().join("root");
     let vars = inputs::stage_into(&root, &[(spec, fetched)]).unwrap();
     assert_eq!(vars, vec![("agent_sha256".to_string(), sha256(b"x"))]);
-    let staged = root.join(inputs::IMAGE_INPUTS_DIR).join("bosh-agent");
+    let staged = root.join("bosh-agent");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&staged).unwrap().permissions().mode() & 0o777,

@@ -46,6 +46,8 @@ pub struct Session {
     root: PathBuf,
     spec: RootSpec,
     env: Vec<(String, String)>,
+    /// Host directories bound read-only under `/run/<name>` in the chroot.
+    binds: Vec<(PathBuf, String)>,
 }
 
 /// The outcome of a command: exit status (or -signal) and combined output.
@@ -67,8 +69,8 @@ pub enum Exec {
 /// Runs as PID 1 of the new namespaces. Arguments: exec-kind root layers-dir lowerdirs upper
 /// work script, then NAME=VALUE pairs for the clean environment.
 const SETUP: &str = r#"set -eu
-kind=$1 R=$2 layers=$3 lower=$4 upper=$5 work=$6 script=$7
-shift 7
+kind=$1 R=$2 layers=$3 lower=$4 upper=$5 work=$6 script=$7 binds=$8
+shift 8
 if [ -n "$lower" ]; then
   cd "$layers"
   if [ -n "$upper" ]; then
@@ -100,6 +102,14 @@ ln -s /proc/self/fd/0 "$R/dev/stdin"
 ln -s /proc/self/fd/1 "$R/dev/stdout"
 ln -s /proc/self/fd/2 "$R/dev/stderr"
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$R/run"
+# Read-only binds of host directories (build inputs), on the private /run tmpfs: they vanish
+# with the command and never reach a layer.
+if [ -n "$binds" ]; then
+  printf '%s\n' "$binds" | while IFS='	' read -r src dst; do
+    mkdir -p "$R/run/$dst"
+    mount --bind -o ro "$src" "$R/run/$dst"
+  done
+fi
 mkdir -m 1777 "$R/run/lock"
 # The host's resolv.conf, as a private copy: writes in the chroot never reach the host's file.
 rc="$R/etc/resolv.conf"
@@ -137,6 +147,7 @@ impl Session {
             root: root.to_path_buf(),
             spec: RootSpec::Dir,
             env: default_env(),
+            binds: Vec::new(),
         })
     }
 
@@ -159,12 +170,19 @@ impl Session {
             root: spec.mountpoint.clone(),
             spec: RootSpec::Overlay(spec),
             env: default_env(),
+            binds: Vec::new(),
         })
     }
 
     /// The root as seen inside the namespace (for an overlay, the mount point: empty on the host).
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Makes the host directory `src` readable at `/run/<name>` inside the chroot, for every
+    /// command of this session (read-only; nothing is written into the root).
+    pub fn bind_run_dir(&mut self, src: &Path, name: &str) {
+        self.binds.push((src.to_path_buf(), name.to_string()));
     }
 
     /// Adds or replaces a variable of the command environment.
@@ -294,6 +312,13 @@ impl Session {
         .arg(&self.root)
         .arg(&layers)
         .args([&lower, &upper, &work, script])
+        .arg(
+            self.binds
+                .iter()
+                .map(|(src, dst)| format!("{}\t{dst}", src.display()))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
         .args(
             self.env
                 .iter()

@@ -20,9 +20,9 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-/// Where [`stage_into`] puts the inputs inside the image root; the stage that installs them
-/// removes the directory.
-pub const IMAGE_INPUTS_DIR: &str = "var/tmp/stemcell-inputs";
+/// The name under `/run` at which the runner shows the staged inputs inside the chroot
+/// (a read-only bind on the command's private tmpfs: the inputs never land in a layer).
+pub const RUN_INPUTS_NAME: &str = "stemcell-inputs";
 
 /// Names an input can have, with the option that sets it and the build variable carrying its
 /// digest.
@@ -204,14 +204,13 @@ fn copy_hashing(src: &mut impl Read, dst: &mut impl Write) -> std::io::Result<St
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Copies verified inputs into `root`/[`IMAGE_INPUTS_DIR`]/`<name>` (mode 0755) for the
-/// installing stage, and returns the build variables `(digest_var, sha256)` for them.
+/// Copies verified inputs into the host directory `dir` as `<name>` (mode 0755), for the runner
+/// to bind at `/run/`[`RUN_INPUTS_NAME`], and returns the build variables `(digest_var, sha256)`.
 pub fn stage_into(
-    root: &Path,
+    dir: &Path,
     inputs: &[(InputSpec, FetchedInput)],
 ) -> Result<Vec<(String, String)>> {
     use std::os::unix::fs::PermissionsExt;
-    let dir = root.join(IMAGE_INPUTS_DIR);
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let mut vars = Vec::new();
     for (spec, fetched) in inputs {

@@ -25,6 +25,8 @@ pub struct RunOptions {
     pub phase: Option<Phase>,
     /// No progress output at all (tests).
     pub quiet: bool,
+    /// Host directories readable at `/run/<name>` in every stage (verified build inputs).
+    pub binds: Vec<(PathBuf, String)>,
 }
 
 /// How one step went.
@@ -134,7 +136,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<Built> {
         progress.start(i + 1, &stage.name, dirty);
         if dirty {
             let log = logs.join(format!("{:02}-{}.log", i + 1, stage.name));
-            if let Err(e) = run_stage(plan, stage, &store, &layers, &log) {
+            if let Err(e) = run_stage(plan, stage, &store, &layers, &options.binds, &log) {
                 store.abandon(&stage.key);
                 progress.fail(&stage.name);
                 return Err(e.context(format!(
@@ -168,16 +170,20 @@ fn run_stage(
     stage: &PlannedStage,
     store: &LayerStore,
     lower: &[String],
+    binds: &[(PathBuf, String)],
     log: &Path,
 ) -> Result<()> {
     store.begin(&stage.key)?;
-    let session = Session::overlay(OverlaySpec {
+    let mut session = Session::overlay(OverlaySpec {
         layers_dir: store.dir().to_path_buf(),
         lower: lower.to_vec(),
         upper: Some(LayerStore::partial_name(&stage.key)),
         work: Some(LayerStore::overlay_work_name(&stage.key)),
         mountpoint: store.work_dir().join("mnt"),
     })?;
+    for (src, name) in binds {
+        session.bind_run_dir(src, name);
+    }
     let mut log_file = std::fs::File::create(log)
         .with_context(|| format!("{}: cannot create log", log.display()))?;
     for (n, action) in stage.actions.iter().enumerate() {
