@@ -389,6 +389,34 @@ fn verify_rejects_each_corruption() {
         },
         "api_version is a string",
     );
+    // light and inspect refuse malformed heavies with one clear line, and write nothing.
+    for (name, expect) in [
+        ("dot.tgz", "starts with \"./\""),
+        ("dotdot.tgz", "escapes the extraction directory"),
+        ("vnum.tgz", "expected a quoted string"),
+        ("noimage.tgz", "no image member"),
+        ("trunc.tgz", "truncated or corrupt"),
+    ] {
+        let p = t.path().join(name);
+        let light_dir = t.path().join("light-out");
+        std::fs::create_dir_all(&light_dir).unwrap();
+        let (ok, _, err) = run(bin()
+            .arg("light")
+            .arg("--from")
+            .arg(&p)
+            .args(["--ami", "r=ami-1", "-o"])
+            .arg(&light_dir));
+        assert!(
+            !ok && err.contains(expect) && err.lines().count() == 1,
+            "light {name}: {err}"
+        );
+        assert_eq!(std::fs::read_dir(&light_dir).unwrap().count(), 0);
+    }
+    let (ok, _, err) = run(bin().arg("inspect").arg(t.path().join("dotdot.tgz")));
+    assert!(
+        !ok && err.contains("escapes the extraction directory"),
+        "{err}"
+    );
     let (_, out) = verify(&t.path().join("many.tgz"));
     assert!(out.lines().count() >= 4, "{out}");
 }
