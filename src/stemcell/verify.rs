@@ -69,18 +69,12 @@ pub fn verify(path: &Path) -> Result<Vec<String>> {
             ));
         }
     }
-    let kind = match view.cloud_str("disk_format") {
-        Some("qcow2") => ImageKind::Qcow2Tar,
-        Some("raw") => ImageKind::RawTar,
-        Some("rawdisk") => ImageKind::RawdiskTar,
-        Some("vhd") => ImageKind::VhdTar,
-        Some("ovf") => ImageKind::OvfTar,
-        Some("vhdx") => ImageKind::VhdBzip2,
-        Some("files") => ImageKind::FilesTar,
-        other => {
-            problems.push(format!("cloud_properties.disk_format {other:?} is not one of qcow2, raw, rawdisk, ovf, vhd, vhdx, files"));
-            return Ok(problems);
-        }
+    let disk_format = view.cloud_str("disk_format");
+    let Some(kind) = disk_format.and_then(ImageKind::for_disk_format) else {
+        problems.push(format!(
+            "cloud_properties.disk_format {disk_format:?} is not one of qcow2, raw, rawdisk, ovf, vhd, vhdx, files"
+        ));
+        return Ok(problems);
     };
     check_image(kind, &scan, &mut problems);
     Ok(problems)
