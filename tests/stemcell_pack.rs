@@ -377,6 +377,12 @@ fn verify_rejects_each_corruption() {
         "member image is missing",
     );
     rebuild("order.tgz", &|m| m.swap(0, 3), "members are in the order");
+    // The alphabetical order official light stemcells use (`tar czvf … *`) is accepted.
+    let mut sorted = good.clone();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    write_tgz(&t.path().join("sorted.tgz"), &sorted);
+    let (ok, out) = verify(&t.path().join("sorted.tgz"));
+    assert!(ok, "{out}");
     // Every problem is listed, one per line.
     rebuild(
         "many.tgz",
