@@ -377,6 +377,12 @@ fn verify_rejects_each_corruption() {
         "member image is missing",
     );
     rebuild("order.tgz", &|m| m.swap(0, 3), "members are in the order");
+    // The alphabetical order official light stemcells use (`tar czvf … *`) is accepted.
+    let mut sorted = good.clone();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    write_tgz(&t.path().join("sorted.tgz"), &sorted);
+    let (ok, out) = verify(&t.path().join("sorted.tgz"));
+    assert!(ok, "{out}");
     // Every problem is listed, one per line.
     rebuild(
         "many.tgz",
@@ -388,6 +394,34 @@ fn verify_rejects_each_corruption() {
             m[1].0 = "./packages.txt".into();
         },
         "api_version is a string",
+    );
+    // light and inspect refuse malformed heavies with one clear line, and write nothing.
+    for (name, expect) in [
+        ("dot.tgz", "starts with \"./\""),
+        ("dotdot.tgz", "escapes the extraction directory"),
+        ("vnum.tgz", "expected a quoted string"),
+        ("noimage.tgz", "no image member"),
+        ("trunc.tgz", "truncated or corrupt"),
+    ] {
+        let p = t.path().join(name);
+        let light_dir = t.path().join("light-out");
+        std::fs::create_dir_all(&light_dir).unwrap();
+        let (ok, _, err) = run(bin()
+            .arg("light")
+            .arg("--from")
+            .arg(&p)
+            .args(["--ami", "r=ami-1", "-o"])
+            .arg(&light_dir));
+        assert!(
+            !ok && err.contains(expect) && err.lines().count() == 1,
+            "light {name}: {err}"
+        );
+        assert_eq!(std::fs::read_dir(&light_dir).unwrap().count(), 0);
+    }
+    let (ok, _, err) = run(bin().arg("inspect").arg(t.path().join("dotdot.tgz")));
+    assert!(
+        !ok && err.contains("escapes the extraction directory"),
+        "{err}"
     );
     let (_, out) = verify(&t.path().join("many.tgz"));
     assert!(out.lines().count() >= 4, "{out}");

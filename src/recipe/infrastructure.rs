@@ -152,12 +152,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Infrastructure> {
         return Err(err("stemcell_formats: at least one format is needed".into()));
     }
     for (i, o) in infra.outputs.iter().enumerate() {
-        let known = ["qcow2", "raw", "rawdisk", "ovf", "vhd", "vhdx", "files"];
-        if !known.contains(&o.disk_format.as_str()) {
+        if o.disk_format != o.image.disk_format() {
             return Err(err(format!(
-                "outputs[{i}].disk_format {:?}: expected one of {}",
+                "outputs[{i}]: disk_format {:?} does not match image {:?} (which is disk_format {:?})",
                 o.disk_format,
-                known.join(", ")
+                o.image,
+                o.image.disk_format()
             )));
         }
         if i > 0 && o.name_suffix.is_empty() {

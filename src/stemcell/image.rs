@@ -36,6 +36,34 @@ pub enum ImageKind {
 }
 
 impl ImageKind {
+    /// Every kind with the `cloud_properties.disk_format` that names it.
+    pub const ALL: [(ImageKind, &'static str); 7] = [
+        (ImageKind::Qcow2Tar, "qcow2"),
+        (ImageKind::RawTar, "raw"),
+        (ImageKind::RawdiskTar, "rawdisk"),
+        (ImageKind::VhdTar, "vhd"),
+        (ImageKind::OvfTar, "ovf"),
+        (ImageKind::VhdBzip2, "vhdx"),
+        (ImageKind::FilesTar, "files"),
+    ];
+
+    /// The kind a manifest's `disk_format` calls for.
+    pub fn for_disk_format(disk_format: &str) -> Option<ImageKind> {
+        Self::ALL
+            .iter()
+            .find(|(_, f)| *f == disk_format)
+            .map(|(k, _)| *k)
+    }
+
+    /// The `cloud_properties.disk_format` of this kind.
+    pub fn disk_format(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map(|(_, f)| *f)
+            .unwrap_or("raw")
+    }
+
     /// The member names the image tar holds (empty for the non-tar and files kinds).
     pub fn inner_members(self) -> &'static [&'static str] {
         match self {

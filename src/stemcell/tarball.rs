@@ -217,8 +217,13 @@ pub struct Written {
 }
 
 /// Writes `stemcell.MF`, the `before` members in order, `image`, then the `after` members, as
-/// one gzip tar that appears at `out` only when complete. The image member is already compressed, so it is stored
-/// (deflate level 0) instead of being compressed a second time.
+/// one gzip tar that appears at `out` only when complete.
+///
+/// The image member is already compressed, so it is stored (deflate level 0, memory speed)
+/// instead of being compressed a second time. Measured trade-off: `tar zcf` gains 1.5–5 % here
+/// (the inner stream's zero runs cost ~2 bits per 258 bytes, ~4 MB for 4 GiB of zeros, and a
+/// second deflate squeezes those repeats), but zlib-rs needs level 2+ and ~4 CPU-s per 110 MB
+/// to get it (level 1 even grows the output); speed wins.
 pub fn write_stemcell_tgz(
     out: &mut AtomicOutput,
     manifest_yaml: &str,
