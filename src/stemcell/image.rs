@@ -10,7 +10,6 @@ use crate::formats::source::RawDisk;
 use crate::formats::{Format, OvfOptions, Qcow2Compat};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use tempfile::NamedTempFile;
@@ -143,14 +142,14 @@ pub fn from_disk(
         ImageKind::OvfTar => {
             // The OVA module writes the whole (uncompressed) vSphere tar; gzip wraps it.
             let mut gz = ParallelGzWriter::new(HashWriter::new(file), GzOptions::default());
-            write_vsphere_image_tar(&disk, ovf, &mut gz)?;
+            crate::formats::ova::write_vsphere_image_tar(&disk, ovf, &mut gz)?;
             let (_, sha1, size) = gz.finish()?.finish();
             (sha1, size)
         }
         ImageKind::VhdBzip2 => {
             let converted = convert(&disk, &Format::VhdDynamic, dir)?;
             let mut hw = HashWriter::new(file);
-            compress_bzip2(converted.path(), &mut hw)?;
+            crate::formats::bzip2::compress_file(converted.path(), &mut hw)?;
             let (_, sha1, size) = hw.finish();
             (sha1, size)
         }
@@ -164,26 +163,6 @@ pub fn from_disk(
         sha1,
         size,
     })
-}
-
-/// The vSphere tar (image.ovf, image.mf, image-disk1.vmdk), uncompressed, into `out`.
-///
-/// MERGE POINT: the OVA helper provides `formats::ova::write_vsphere_image_tar(disk, opts,
-/// out: &mut dyn Write)`; replace this body with that call once merged.
-fn write_vsphere_image_tar(disk: &RawDisk, ovf: &OvfOptions, out: &mut dyn Write) -> Result<()> {
-    let _ = (disk, ovf, out);
-    bail!("vsphere image: formats::ova::write_vsphere_image_tar is not available in this build yet")
-}
-
-/// bzip2 of `src` into `out`.
-///
-/// MERGE POINT: switch to the parallel `formats::bzip2::compress_file(src, out)` once merged.
-fn compress_bzip2(src: &Path, out: &mut dyn Write) -> Result<()> {
-    let mut f = File::open(src).with_context(|| format!("{}: cannot open", src.display()))?;
-    let mut enc = bzip2::write::BzEncoder::new(out, bzip2::Compression::best());
-    std::io::copy(&mut f, &mut enc).context("bzip2 failed")?;
-    enc.finish().context("bzip2 failed")?;
-    Ok(())
 }
 
 /// Builds the warden image (a gzip tar of the whole root filesystem) from `root`, in `dir`.
