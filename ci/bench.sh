@@ -145,3 +145,6 @@ for pair in "qemu-img qcow2:stemcell qcow2" "qemu-img vmdk:stemcell vmdk" "qemu-
     echo "| $ours | ${T[$ours]} | $(ratio "${T[$ref]}" "${T[$ours]}") | ${CPU[$ours]} | ${SIZE[$ours]} |" \
         "$(ratio "${SIZE[$ours]}" "${SIZE[$ref]}") | ${RSS[$ours]} |"
 done
+
+# Outputs are large (a fixed VHD is the full 5 GiB); the input disk is kept for the next run.
+rm -rf "$q"
