@@ -320,7 +320,8 @@ fn probe_image(entry: &mut dyn Read, size: u64, extract_to: Option<&Path>) -> Re
         }
     } else if &magic[..got] == b"BZh" {
         probe.container = "bzip2".into();
-        let mut dec = bzip2::read::BzDecoder::new(rest);
+        // Multi-stream: parallel compressors (ours, pbzip2) concatenate independent streams.
+        let mut dec = bzip2::read::MultiBzDecoder::new(rest);
         let mut dest = match extract_to {
             Some(dir) => {
                 let p = dir.join("disk.vhd");
