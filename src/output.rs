@@ -45,6 +45,18 @@ impl AtomicOutput {
     /// Flushes to disk and renames into place.
     pub fn commit(mut self) -> Result<()> {
         let temp = self.temp.take().expect("not committed");
+        // The temporary file is 0600; the result gets the usual 0666 less the umask, as any
+        // other tool's output would.
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: umask only swaps the process mask; it is restored at once.
+        let mask = unsafe {
+            let m = libc::umask(0o022);
+            libc::umask(m);
+            m
+        };
+        temp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o666 & !(mask as u32)))
+            .with_context(|| format!("{}: cannot set permissions", self.path.display()))?;
         temp.as_file()
             .sync_all()
             .with_context(|| format!("{}: cannot write output", self.path.display()))?;
