@@ -180,6 +180,10 @@ pub struct BuildArgs {
     pub agent: Option<String>,
     #[arg(long)]
     pub agent_sha256: Option<String>,
+    /// GRUB superuser (vcap) password; a random one per build when absent (printed at the end).
+    /// Required with SOURCE_DATE_EPOCH, for reproducible disks.
+    #[arg(long)]
+    pub grub_password: Option<String>,
     #[arg(long, default_value = "/var/cache/stemcell")]
     pub work_dir: PathBuf,
     #[arg(short = 'o', long = "output-dir")]
@@ -391,6 +395,32 @@ fn test_image(a: TestImageArgs) -> Result<()> {
     stemcell::imagetest::test_image(&a.file, &root).map(|_| ())
 }
 
-fn build(_a: BuildArgs) -> Result<()> {
-    bail!("build: not implemented yet")
+fn build(a: BuildArgs) -> Result<()> {
+    use stemcell::build::{build, report, BuildRequest};
+    let started = std::time::Instant::now();
+    let outcome = build(&BuildRequest {
+        root: stemcell::recipe::resolve::project_root(),
+        infrastructures: a.infrastructures,
+        version: a.version,
+        os: a.os,
+        os_image: a.os_image,
+        mirror: a.mirror,
+        agent: a.agent,
+        agent_sha256: a.agent_sha256,
+        grub_password: a.grub_password,
+        work_dir: a.work_dir,
+        output_dir: a.output_dir,
+        force: a.force,
+    })?;
+    eprint!("{}", report(&outcome.timings));
+    eprintln!("  wall clock  {:.1}s", started.elapsed().as_secs_f64());
+    for b in &outcome.stemcells {
+        for p in &b.packed {
+            println!("{}  {} bytes  sha1 {}", p.tarball.path.display(), p.tarball.size, p.tarball.sha1);
+        }
+        if let Some(pw) = &b.grub_password {
+            eprintln!("{}: GRUB password for vcap: {pw}", b.infrastructure);
+        }
+    }
+    Ok(())
 }

@@ -8,3 +8,4 @@ pub mod rootfs;
 pub mod disk;
 pub mod formats;
 pub mod stemcell;
+pub mod build;

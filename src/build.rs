@@ -1,0 +1,344 @@
+//! `stemcell build`: the whole product pipeline, and the one place that drives every stage of
+//! it in order: resolve plans (recipe) → run the stages on cached layers (stage, rootfs) →
+//! materialize each infrastructure's root → GRUB images in its chroot → assemble the raw disk
+//! (disk) → convert and pack every output (formats, stemcell).
+//!
+//! Work that is the same across infrastructures is shared through the layer cache (the OS
+//! image stages and every stemcell stage whose key does not depend on the infrastructure run
+//! once); the disk assembly and packing of the infrastructures then run in parallel.
+
+use crate::disk::{self, BootModes, DiskIds, DiskSize, DiskSpec, GrubPassword, PartitionTable};
+use crate::formats::{Firmware, OvfOptions};
+use crate::recipe::agent_settings::AgentConfig;
+use crate::recipe::infrastructure::{self, BootMode, Infrastructure};
+use crate::recipe::plan::Plan;
+use crate::recipe::resolve::{resolve, PlanOptions};
+use crate::rootfs::chroot::{sh_quote, Session};
+use crate::rootfs::{export, interrupt, layers::LayerStore};
+use crate::stage::inputs;
+use crate::stage::runner::{self, RunOptions, StepTiming};
+use crate::stemcell::pack::{self, ImageSource, Packed};
+use crate::stemcell::image::ImageKind;
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What the user asked for.
+#[derive(Clone, Debug)]
+pub struct BuildRequest {
+    /// Directory holding `stages/`, `assets/`, `infrastructures/`.
+    pub root: PathBuf,
+    pub infrastructures: Vec<String>,
+    pub version: String,
+    pub os: String,
+    /// Build on this OS image tarball instead of building the OS image stages.
+    pub os_image: Option<PathBuf>,
+    pub mirror: Option<String>,
+    /// Agent PATH or URL and its sha256.
+    pub agent: Option<String>,
+    pub agent_sha256: Option<String>,
+    /// GRUB superuser password; random per build when absent.
+    pub grub_password: Option<String>,
+    pub work_dir: PathBuf,
+    pub output_dir: PathBuf,
+    pub force: bool,
+}
+
+/// One stemcell written.
+pub struct Built {
+    pub infrastructure: String,
+    pub packed: Vec<Packed>,
+    pub grub_password: Option<String>,
+}
+
+/// The timing report and the stemcells.
+pub struct Outcome {
+    pub stemcells: Vec<Built>,
+    pub timings: Vec<StepTiming>,
+}
+
+/// Runs the whole build. Everything is validated (infrastructure and OS names, the agent's
+/// digest, the OS image tarball) before the first stage runs.
+pub fn build(req: &BuildRequest) -> Result<Outcome> {
+    interrupt::install();
+    let infras: Vec<Infrastructure> = req
+        .infrastructures
+        .iter()
+        .map(|n| infrastructure::load(&req.root, n))
+        .collect::<Result<_>>()?;
+    std::fs::create_dir_all(&req.output_dir)
+        .with_context(|| format!("{}: cannot create", req.output_dir.display()))?;
+    std::fs::create_dir_all(&req.work_dir)
+        .with_context(|| format!("{}: cannot create", req.work_dir.display()))?;
+    let mut timings = Vec::new();
+
+    // Build inputs: fetched, digest-checked and staged for the read-only bind.
+    let start = Instant::now();
+    let assets = req.root.join("assets");
+    let mut staged = Vec::new();
+    for (name, location, sha) in [("bosh-agent", req.agent.as_deref(), req.agent_sha256.as_deref())] {
+        if let Some(spec) = inputs::select(&assets, name, location, sha)? {
+            let fetched = inputs::fetch(&spec, &req.work_dir.join("inputs"))?;
+            staged.push((spec, fetched));
+        }
+    }
+    let inputs_dir = req.work_dir.join("run-inputs");
+    if inputs_dir.exists() {
+        std::fs::remove_dir_all(&inputs_dir)
+            .with_context(|| format!("{}: cannot clear", inputs_dir.display()))?;
+    }
+    let input_vars = inputs::stage_into(&inputs_dir, &staged)?;
+    timings.push(step("inputs", start));
+
+    let base = match &req.os_image {
+        Some(tgz) => Some(import_os_image(tgz, &req.work_dir)?),
+        None => None,
+    };
+
+    // Stages, one infrastructure at a time (they share the cache), each materialized.
+    let mut roots = Vec::new();
+    for infra in &infras {
+        let agent_json =
+            AgentConfig::from_infrastructure_value(&infra.name, &req.os, &infra.agent)?.to_json();
+        let mut extra_vars = input_vars.clone();
+        extra_vars.push(("agent_json".into(), agent_json));
+        extra_vars.push(("stemcell_git_sha1".into(), git_sha1(&req.root)));
+        let mut plan = resolve(
+            &req.root,
+            &PlanOptions {
+                os: req.os.clone(),
+                infrastructure: Some(infra.name.clone()),
+                mirror: req.mirror.clone(),
+                build_time: std::env::var("BUILD_TIME").ok().filter(|t| !t.is_empty()),
+                stemcell_version: Some(req.version.clone()),
+                extra_vars,
+            },
+        )?;
+        if let Some(base_key) = &base {
+            rebase_on_import(&mut plan, base_key);
+        }
+        let run = runner::run(
+            &plan,
+            &RunOptions {
+                work_dir: req.work_dir.clone(),
+                from_stage: None,
+                phase: None,
+                quiet: false,
+                binds: vec![(inputs_dir.clone(), inputs::RUN_INPUTS_NAME.to_string())],
+            },
+        )?;
+        for t in &run.timings {
+            timings.push(StepTiming { name: format!("{}/{}", infra.name, t.name), ..t.clone() });
+        }
+        let start = Instant::now();
+        let root = req.work_dir.join("roots").join(&infra.name);
+        export::write_directory(&run.store, &run.layers, &root)?;
+        let seed = format!("{}/{}/{}/{}", req.os, infra.name, req.version, run.layers[0]);
+        drop(run); // releases the layer store for the next infrastructure
+        timings.push(step(&format!("{}/materialize", infra.name), start));
+        roots.push((infra, root, seed, plan.os.family.clone()));
+    }
+
+    // Disk and packing per infrastructure, in parallel.
+    let results: Vec<Result<(Built, Vec<StepTiming>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = roots
+            .iter()
+            .map(|(infra, root, seed, family)| {
+                s.spawn(move || finish_stemcell(req, infra, root, seed, family))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("stemcell thread panicked")).collect()
+    });
+    let mut stemcells = Vec::new();
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok((built, t)) => {
+                timings.extend(t);
+                stemcells.push(built);
+            }
+            Err(e) => first_error = first_error.or(Some(e)),
+        }
+    }
+    if let Some(e) = first_error {
+        // All stemcells or none: a half-finished set is not a release.
+        for p in stemcells.iter().flat_map(|b| &b.packed) {
+            let _ = std::fs::remove_file(&p.tarball.path);
+        }
+        return Err(e);
+    }
+    Ok(Outcome { stemcells, timings })
+}
+
+/// GRUB images, the raw disk and every output of one infrastructure.
+fn finish_stemcell(
+    req: &BuildRequest,
+    infra: &Infrastructure,
+    root: &Path,
+    seed: &str,
+    os_family: &str,
+) -> Result<(Built, Vec<StepTiming>)> {
+    let mut timings = Vec::new();
+    let start = Instant::now();
+    let spec = disk_spec(req, infra, seed, os_family)?;
+    let root_uuid = spec.ids.root_fs.to_string();
+    let session = Session::open(root)?;
+    let warden = infra.outputs.iter().all(|o| o.image == ImageKind::FilesTar);
+    if !warden {
+        disk::grub::prepare_root(root, &root_uuid)?;
+        for argv in disk::grub::mkimage_commands(spec.boot.bios, spec.boot.uefi) {
+            let cmd = argv.iter().map(|a| sh_quote(a)).collect::<Vec<_>>().join(" ");
+            let out = session.output(&cmd)?;
+            if out.status != 0 {
+                bail!("{}: grub-mkimage failed in the image: {}", root.display(), out.output.trim());
+            }
+        }
+    }
+    let packages = session.output("dpkg -l")?;
+    if packages.status != 0 {
+        bail!("{}: dpkg -l failed in the image: {}", root.display(), packages.output.trim());
+    }
+    let dev_tools = std::fs::read(root.join("var/vcap/bosh/etc/dev_tools_file_list")).unwrap_or_default();
+    timings.push(step(&format!("{}/grub-images", infra.name), start));
+
+    let start = Instant::now();
+    let raw = req.work_dir.join("disks").join(format!("{}.raw", infra.name));
+    std::fs::create_dir_all(raw.parent().unwrap())?;
+    let assembled = if warden { None } else { Some(disk::assemble(root, &spec, &raw, true)?) };
+    timings.push(step(&format!("{}/disk", infra.name), start));
+
+    let start = Instant::now();
+    let ovf = OvfOptions {
+        name: "stemcell".into(),
+        firmware: if spec.boot.uefi { Firmware::Efi } else { Firmware::Bios },
+        cpus: 1,
+        memory_mib: 512,
+    };
+    let mut packed = Vec::new();
+    for s in infra.pack_specs(&req.os, &req.version, packages.output.as_bytes(), &dev_tools, &ovf, req.force) {
+        let source = if s.image_kind == ImageKind::FilesTar {
+            ImageSource::RootDir(root)
+        } else {
+            ImageSource::Disk(&raw)
+        };
+        packed.push(pack::pack(&s, source, &req.output_dir)?);
+    }
+    timings.push(step(&format!("{}/pack", infra.name), start));
+    let grub_password = assembled.and_then(|a| a.generated_grub_password);
+    Ok((Built { infrastructure: infra.name.clone(), packed, grub_password }, timings))
+}
+
+/// The infrastructure's disk: its size, layout, boot modes and console options; ids derived
+/// from the inputs when SOURCE_DATE_EPOCH asks for a reproducible build.
+fn disk_spec(req: &BuildRequest, infra: &Infrastructure, seed: &str, os_family: &str) -> Result<DiskSpec> {
+    let epoch = disk::layout::source_date_epoch_from_env()?;
+    let ids = match epoch {
+        Some(e) => DiskIds::from_seed(&format!("{seed}/{e}")),
+        None => DiskIds::random()?,
+    };
+    let mut spec = DiskSpec::new(ids)?;
+    spec.size = DiskSize::Mib(infra.disk_size_mib);
+    if let Some(layout) = &infra.disk {
+        spec.table = match layout.layout {
+            infrastructure::PartitionTable::Mbr => PartitionTable::Mbr,
+            infrastructure::PartitionTable::Gpt => PartitionTable::Gpt,
+        };
+        spec.boot = BootModes {
+            bios: layout.boot.contains(&BootMode::Bios),
+            uefi: layout.boot.contains(&BootMode::Uefi),
+        };
+    }
+    spec.kernel_options.extend(infra.kernel_cmdline.iter().cloned());
+    if os_family == "debian" {
+        // Debian's initramfs-tools sleeps for the whole rootdelay on every boot (Ubuntu's only
+        // waits up to it for the root device): five minutes lost per boot.
+        spec.kernel_options.retain(|o| !o.starts_with("rootdelay="));
+    }
+    if let Some(p) = &req.grub_password {
+        spec.grub_password = GrubPassword::Plain(p.clone());
+    } else if epoch.is_some() {
+        bail!("SOURCE_DATE_EPOCH is set but no --grub-password was given: a random GRUB password would make the build differ");
+    }
+    Ok(spec)
+}
+
+/// Imports an OS image tarball as the bottom layer, keyed by its content. Refuses unsafe
+/// members (absolute, `..`, devices outside /dev) and a tree that is not an OS.
+fn import_os_image(tgz: &Path, work_dir: &Path) -> Result<String> {
+    let digest = {
+        let mut f = std::fs::File::open(tgz).with_context(|| format!("{}: cannot open", tgz.display()))?;
+        let mut h = Sha256::new();
+        std::io::copy(&mut f, &mut h).with_context(|| format!("{}: cannot read", tgz.display()))?;
+        hex::encode(h.finalize())
+    };
+    let key = format!("import-{}", &digest[..32]);
+    let store = LayerStore::open(work_dir)?;
+    if store.is_done(&key) {
+        return Ok(key);
+    }
+    let dir = store.begin(&key)?;
+    let result = crate::imagetest::extract::extract(tgz, &dir).and_then(|()| {
+        if !dir.join("etc/os-release").exists() && !dir.join("usr/lib/os-release").exists() {
+            bail!("{}: not an OS image (no /etc/os-release)", tgz.display());
+        }
+        if !dir.join("usr/bin/dpkg").exists() {
+            bail!("{}: not a Debian or Ubuntu OS image (no /usr/bin/dpkg)", tgz.display());
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        store.abandon(&key);
+        return Err(e);
+    }
+    store.commit(&key)?;
+    Ok(key)
+}
+
+/// Keeps the stemcell stages only, on top of the imported layer, re-keyed so that their cache
+/// entries belong to that OS image and to nothing else.
+fn rebase_on_import(plan: &mut Plan, base_key: &str) {
+    use crate::recipe::stage::Phase;
+    plan.bootstrap_key = base_key.to_string();
+    plan.stages.retain(|s| s.phase == Phase::Stemcell);
+    let mut prev = base_key.to_string();
+    for s in &mut plan.stages {
+        let k = hex::encode(Sha256::digest(format!("{prev}\0{}", s.key)));
+        s.key = k.clone();
+        prev = k;
+    }
+}
+
+/// The builder's own git HEAD (plus `+` when the tree is dirty), as the official
+/// `stemcell_git_sha1`; `unknown` outside a checkout.
+fn git_sha1(root: &Path) -> String {
+    let head = duct::cmd!("git", "-C", root, "rev-parse", "HEAD").stderr_null().read();
+    match head {
+        Ok(h) => {
+            let dirty = duct::cmd!("git", "-C", root, "status", "--porcelain", "--untracked-files=no")
+                .stderr_null()
+                .read()
+                .map(|s| !s.trim().is_empty())
+                .unwrap_or(false);
+            format!("{}{}", h.trim(), if dirty { "+" } else { "" })
+        }
+        Err(_) => "unknown".into(),
+    }
+}
+
+fn step(name: &str, start: Instant) -> StepTiming {
+    StepTiming { name: name.to_string(), cached: false, duration: start.elapsed() }
+}
+
+/// "=== Build duration report": every step, then the total.
+pub fn report(timings: &[StepTiming]) -> String {
+    let width = timings.iter().map(|t| t.name.len()).max().unwrap_or(5);
+    let mut s = String::from("=== Build duration report\n");
+    for t in timings {
+        let how = if t.cached { "cached".to_string() } else { format!("{:.1}s", t.duration.as_secs_f64()) };
+        s.push_str(&format!("  {:width$}  {how}\n", t.name));
+    }
+    let total: Duration = timings.iter().map(|t| t.duration).sum();
+    s.push_str(&format!("  {:width$}  {:.1}s\n", "total", total.as_secs_f64()));
+    s
+}
