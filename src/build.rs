@@ -18,6 +18,7 @@ use crate::rootfs::{export, interrupt, layers::LayerStore};
 use crate::stage::inputs;
 use crate::stage::runner::{self, RunOptions, StepTiming};
 use crate::stemcell::pack::{self, ImageSource, Packed};
+use crate::stemcell::spec::InfrastructureStemcells;
 use crate::stemcell::image::ImageKind;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};

@@ -256,6 +256,7 @@ fn package(a: PackageArgs) -> Result<()> {
         bail!("{}: output directory does not exist", a.output_dir.display());
     }
     let firmware = if a.firmware == "bios" { Firmware::Bios } else { Firmware::Efi };
+    use stemcell::stemcell::spec::InfrastructureStemcells;
     let specs = infra.pack_specs(&a.os, &a.version, &packages, &dev_tools, &OvfOptions {
         name: format!("{}-{}", infra.name, a.os),
         firmware,

@@ -1,6 +1,7 @@
 //! The stemcell builder. Data flows one way through these modules, in this order:
 //! recipe → stage/rootfs → disk → formats → stemcell. A module never calls one before it.
 pub mod output;
+pub mod parallel;
 pub mod recipe;
 pub mod stage;
 pub mod imagetest;

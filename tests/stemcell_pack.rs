@@ -1,6 +1,7 @@
 //! Packing, light stemcells, inspect and verify, through the real binary and checked with
 //! independent readers (GNU tar, gzip, serde_yaml).
 
+use stemcell::stemcell::spec::InfrastructureStemcells;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -489,7 +490,7 @@ fn errors_leave_nothing_behind() {
         ])
         .arg(out));
     assert!(
-        !ok && err.contains("valid: aws, azure, cloudstack, google, openstack, vsphere, warden"),
+        !ok && err.contains("valid: aws, azure, cloudstack, google, openstack, vcloud, vsphere, warden"),
         "{err}"
     );
     let (ok, _, err) = run(bin()
@@ -541,7 +542,7 @@ fn errors_leave_nothing_behind() {
 
 #[test]
 fn gzip_matches_gzip_and_is_close_in_size() {
-    use stemcell::formats::gzip::{GzOptions, ParallelGzWriter};
+    use stemcell::parallel::gzip::{GzOptions, ParallelGzWriter};
     // 8 MiB of text-like data (the manifest, packages, and a generated "log").
     let mut data = Vec::new();
     let mut i = 0u64;

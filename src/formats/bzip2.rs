@@ -3,7 +3,7 @@
 //! concatenated in order. `bunzip2`, Go's `compress/bzip2` and Python's `bz2` read such
 //! multi-stream files as one. Used for the CloudStack image (a bzip2-compressed dynamic VHD).
 
-use super::pipeline::ordered_map;
+use crate::parallel::pipeline::ordered_map;
 use anyhow::{Context, Result};
 use bzip2::write::BzEncoder;
 use bzip2::Compression;

@@ -1,13 +1,11 @@
 //! Disk format writers and readers. Every writer streams one pass over a [`RawDisk`], skips
-//! holes and zero chunks, compresses on all cores through [`pipeline::ordered_map`], and keeps
+//! holes and zero chunks, compresses on all cores through [`crate::parallel::pipeline::ordered_map`], and keeps
 //! memory bounded whatever the disk size. Every format also has a checker, used by
 //! `stemcell verify`, that parses the file with the project's own reader.
 
 pub mod bzip2;
-pub mod gzip;
 pub mod ova;
 pub mod ovf;
-pub mod pipeline;
 pub mod qcow2;
 pub mod raw;
 pub mod source;

@@ -4,11 +4,6 @@
 //! differ), the light-stemcell formats, and the build inputs issue 4 uses (stages, disk layout
 //! and boot modes, kernel command line, agent settings).
 
-use crate::formats::OvfOptions;
-use crate::stemcell::image::ImageKind;
-use crate::stemcell::manifest::{CloudProperties, Manifest};
-use crate::stemcell::naming::StemcellId;
-use crate::stemcell::pack::PackSpec;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
@@ -170,74 +165,67 @@ pub fn parse(text: &str, path: &Path) -> Result<Infrastructure> {
     Ok(infra)
 }
 
-impl Infrastructure {
-    /// The stemcell id of `output` for `os`.
-    pub fn stemcell_id(&self, os: &str, output: &Output) -> StemcellId {
-        StemcellId {
-            infrastructure: self.name.clone(),
-            name_hypervisor: self.name_hypervisor.clone(),
-            operating_system: os.to_string(),
-            format_suffix: output.name_suffix.clone(),
-        }
-    }
+/// How the `image` member is made from the bootable disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ImageKind {
+    /// gzip tar of `root.img`, a compressed qcow2 with the compat 0.10 header (OpenStack).
+    Qcow2Tar,
+    /// gzip tar of `root.img`, the raw disk (AWS, OpenStack `-raw`).
+    RawTar,
+    /// gzip tar of `disk.raw`, the raw disk (Google).
+    RawdiskTar,
+    /// gzip tar of `root.vhd`, a fixed VHD (Azure).
+    VhdTar,
+    /// gzip tar of `image.ovf`, `image.mf`, `image-disk1.vmdk` (vSphere).
+    OvfTar,
+    /// bzip2 stream of a dynamic VHD, not a tar (CloudStack).
+    VhdBzip2,
+    /// gzip tar of the root filesystem (warden); made from a directory, never from a disk.
+    FilesTar,
+}
 
-    /// The heavy manifest of `output` (sha1 empty until packed).
-    pub fn manifest(&self, os: &str, version: &str, output: &Output) -> Manifest {
-        let name = self.stemcell_id(os, output).stemcell_name();
-        let mut extra = self.cloud_properties.clone();
-        if let Some(more) = self.os_cloud_properties.get(os) {
-            for (k, v) in more {
-                extra.insert(k.clone(), v.clone());
-            }
-        }
-        Manifest {
-            name: name.clone(),
-            version: version.to_string(),
-            bosh_protocol: 1,
-            api_version: 3,
-            sha1: String::new(),
-            operating_system: os.to_string(),
-            stemcell_formats: self.stemcell_formats.clone(),
-            cloud_properties: CloudProperties {
-                name,
-                version: version.to_string(),
-                infrastructure: self.name.clone(),
-                hypervisor: self.hypervisor.clone(),
-                disk: self.disk_size_mib,
-                disk_format: output.disk_format.clone(),
-                container_format: "bare".into(),
-                os_type: "linux".into(),
-                os_distro: "ubuntu".into(),
-                architecture: "x86_64".into(),
-                extra,
-            },
-        }
-    }
+impl ImageKind {
+    /// Every kind with the `cloud_properties.disk_format` that names it.
+    pub const ALL: [(ImageKind, &'static str); 7] = [
+        (ImageKind::Qcow2Tar, "qcow2"),
+        (ImageKind::RawTar, "raw"),
+        (ImageKind::RawdiskTar, "rawdisk"),
+        (ImageKind::VhdTar, "vhd"),
+        (ImageKind::OvfTar, "ovf"),
+        (ImageKind::VhdBzip2, "vhdx"),
+        (ImageKind::FilesTar, "files"),
+    ];
 
-    /// One pack spec per output, in order.
-    pub fn pack_specs(
-        &self,
-        os: &str,
-        version: &str,
-        packages: &[u8],
-        dev_tools: &[u8],
-        ovf: &OvfOptions,
-        force: bool,
-    ) -> Vec<PackSpec> {
-        self.outputs
+    /// The kind a manifest's `disk_format` calls for.
+    pub fn for_disk_format(disk_format: &str) -> Option<ImageKind> {
+        Self::ALL
             .iter()
-            .map(|o| PackSpec {
-                manifest: self.manifest(os, version, o),
-                tarball_name: self.stemcell_id(os, o).tarball_name(version),
-                image_kind: o.image,
-                packages: packages.to_vec(),
-                dev_tools: dev_tools.to_vec(),
-                ovf: ovf.clone(),
-                force,
-            })
-            .collect()
+            .find(|(_, f)| *f == disk_format)
+            .map(|(k, _)| *k)
+    }
+
+    /// The `cloud_properties.disk_format` of this kind.
+    pub fn disk_format(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map(|(_, f)| *f)
+            .unwrap_or("raw")
+    }
+
+    /// The member names the image tar holds (empty for the non-tar and files kinds).
+    pub fn inner_members(self) -> &'static [&'static str] {
+        match self {
+            ImageKind::Qcow2Tar | ImageKind::RawTar => &["root.img"],
+            ImageKind::RawdiskTar => &["disk.raw"],
+            ImageKind::VhdTar => &["root.vhd"],
+            ImageKind::OvfTar => &["image.ovf", "image.mf", "image-disk1.vmdk"],
+            ImageKind::VhdBzip2 | ImageKind::FilesTar => &[],
+        }
     }
 }
+
 
 /// `infrastructures/` of the project (see `resolve::project_root`).
 pub fn default_root() -> PathBuf {
@@ -280,26 +268,5 @@ mod tests {
             err.starts_with("/i/x.yaml:3:1: unknown field `bogus`"),
             "{err}"
         );
-    }
-
-    #[test]
-    fn noble_aws_gets_boot_mode_last() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let aws = load(root, "aws").unwrap();
-        let noble = aws
-            .manifest("ubuntu-noble", "1.606", &aws.outputs[0])
-            .to_yaml()
-            .unwrap();
-        assert!(
-            noble.ends_with("  root_device_name: /dev/sda1\n  boot_mode: uefi-preferred\n"),
-            "{noble}"
-        );
-        let jammy = aws
-            .manifest("ubuntu-jammy", "1.606", &aws.outputs[0])
-            .to_yaml()
-            .unwrap();
-        assert!(!jammy.contains("boot_mode"));
-        assert!(jammy.starts_with("---\nname: bosh-aws-xen-hvm-ubuntu-jammy-go_agent\n"));
-        assert!(jammy.contains("  hypervisor: xen\n"));
     }
 }

@@ -50,10 +50,16 @@ pub fn write_tarball(
         )?;
         let tar = child.stdout.take().expect("stdout piped");
         let copied = (|| -> Result<u64> {
-            let mut w = std::io::BufWriter::with_capacity(1 << 20, out.file());
-            let total = super::gzip_stream::compress(tar, &mut w, 6)
+            use crate::parallel::gzip::{GzOptions, ParallelGzWriter};
+            let file = out.file().try_clone().context("cannot reopen the output")?;
+            let mut gz = ParallelGzWriter::new(
+                std::io::BufWriter::with_capacity(1 << 20, file),
+                GzOptions { level: 6, block_size: 1 << 20 },
+            );
+            let total = std::io::copy(&mut InterruptibleRead(tar), &mut gz)
                 .with_context(|| format!("{}: cannot write", output.display()))?;
-            w.flush()
+            gz.finish()?
+                .flush()
                 .with_context(|| format!("{}: cannot write", output.display()))?;
             Ok(total)
         })();
@@ -209,4 +215,16 @@ pub fn write_directory(store: &LayerStore, lower: &[String], dest: &Path) -> Res
         std::fs::write(&rc, b"").with_context(|| format!("{}: cannot empty", rc.display()))?;
     }
     Ok(())
+}
+
+/// A reader that stops with an error once an interrupt (Ctrl-C, SIGTERM) was requested.
+struct InterruptibleRead<R>(R);
+
+impl<R: std::io::Read> std::io::Read for InterruptibleRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if super::interrupt::requested() {
+            return Err(std::io::Error::other("interrupted")); // not ErrorKind::Interrupted: io::copy retries those
+        }
+        self.0.read(buf)
+    }
 }

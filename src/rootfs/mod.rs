@@ -3,7 +3,6 @@
 pub mod bootstrap;
 pub mod chroot;
 pub mod export;
-pub mod gzip_stream;
 pub mod host_tools;
 pub mod interrupt;
 pub mod layers;

@@ -5,75 +5,16 @@
 //! while it was written.
 
 use super::tarball::{finish_gz_tar, gz_tar, HashWriter};
-use crate::formats::gzip::{GzOptions, ParallelGzWriter};
+use crate::parallel::gzip::{GzOptions, ParallelGzWriter};
 use crate::formats::source::RawDisk;
 use crate::formats::{Format, OvfOptions, Qcow2Compat};
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
 use std::io::Write;
 use std::path::Path;
 use tempfile::NamedTempFile;
 
-/// How the `image` member is made from the bootable disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ImageKind {
-    /// gzip tar of `root.img`, a compressed qcow2 with the compat 0.10 header (OpenStack).
-    Qcow2Tar,
-    /// gzip tar of `root.img`, the raw disk (AWS, OpenStack `-raw`).
-    RawTar,
-    /// gzip tar of `disk.raw`, the raw disk (Google).
-    RawdiskTar,
-    /// gzip tar of `root.vhd`, a fixed VHD (Azure).
-    VhdTar,
-    /// gzip tar of `image.ovf`, `image.mf`, `image-disk1.vmdk` (vSphere).
-    OvfTar,
-    /// bzip2 stream of a dynamic VHD, not a tar (CloudStack).
-    VhdBzip2,
-    /// gzip tar of the root filesystem (warden); made from a directory, never from a disk.
-    FilesTar,
-}
+pub use crate::recipe::infrastructure::ImageKind;
 
-impl ImageKind {
-    /// Every kind with the `cloud_properties.disk_format` that names it.
-    pub const ALL: [(ImageKind, &'static str); 7] = [
-        (ImageKind::Qcow2Tar, "qcow2"),
-        (ImageKind::RawTar, "raw"),
-        (ImageKind::RawdiskTar, "rawdisk"),
-        (ImageKind::VhdTar, "vhd"),
-        (ImageKind::OvfTar, "ovf"),
-        (ImageKind::VhdBzip2, "vhdx"),
-        (ImageKind::FilesTar, "files"),
-    ];
-
-    /// The kind a manifest's `disk_format` calls for.
-    pub fn for_disk_format(disk_format: &str) -> Option<ImageKind> {
-        Self::ALL
-            .iter()
-            .find(|(_, f)| *f == disk_format)
-            .map(|(k, _)| *k)
-    }
-
-    /// The `cloud_properties.disk_format` of this kind.
-    pub fn disk_format(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(k, _)| *k == self)
-            .map(|(_, f)| *f)
-            .unwrap_or("raw")
-    }
-
-    /// The member names the image tar holds (empty for the non-tar and files kinds).
-    pub fn inner_members(self) -> &'static [&'static str] {
-        match self {
-            ImageKind::Qcow2Tar | ImageKind::RawTar => &["root.img"],
-            ImageKind::RawdiskTar => &["disk.raw"],
-            ImageKind::VhdTar => &["root.vhd"],
-            ImageKind::OvfTar => &["image.ovf", "image.mf", "image-disk1.vmdk"],
-            ImageKind::VhdBzip2 | ImageKind::FilesTar => &[],
-        }
-    }
-}
 
 /// A finished image member: a temporary file (deleted on drop) and its SHA-1.
 pub struct ImageFile {

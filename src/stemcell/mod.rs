@@ -12,5 +12,6 @@ pub mod naming;
 pub mod pack;
 pub mod reader;
 pub mod sbom;
+pub mod spec;
 pub mod tarball;
 pub mod verify;

@@ -3,7 +3,7 @@
 //! with holes and zero chunks handed on as "zeros" (never read, never copied), and the outer
 //! `.tgz` written atomically through the parallel gzip.
 
-use crate::formats::gzip::{GzOptions, ParallelGzWriter, ZeroWrite};
+use crate::parallel::gzip::{GzOptions, ParallelGzWriter, ZeroWrite};
 use crate::formats::source::{is_zero, RawDisk};
 use crate::output::AtomicOutput;
 use anyhow::{bail, Context, Result};

@@ -6,7 +6,7 @@
 //! refcount per 64 KiB host cluster (32 KiB per GiB of output) besides the in-flight batches.
 
 use super::header::*;
-use crate::formats::pipeline::ordered_map;
+use crate::parallel::pipeline::ordered_map;
 use crate::formats::source::{is_zero, RawDisk};
 use crate::formats::{DiskWriter, Qcow2Compat};
 use anyhow::{bail, Context, Result};

@@ -5,7 +5,7 @@ use super::layout::{
     BLOCK_SIZE, HEADER_OFFSET, MAX_DYNAMIC_SIZE, UNALLOCATED, VHD_EPOCH,
 };
 use super::{build_time, source_date_epoch};
-use crate::formats::pipeline::ordered_map;
+use crate::parallel::pipeline::ordered_map;
 use crate::formats::source::{Chunk, RawDisk};
 use crate::formats::DiskWriter;
 use anyhow::{bail, Context, Result};

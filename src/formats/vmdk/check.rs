@@ -3,7 +3,7 @@
 //! the grain markers they point at. Every problem is one line.
 
 use super::layout::*;
-use crate::formats::pipeline::ordered_map;
+use crate::parallel::pipeline::ordered_map;
 use crate::formats::CheckReport;
 use anyhow::{Context, Result};
 use flate2::read::ZlibDecoder;

@@ -7,7 +7,7 @@
 //! per 32 MiB of disk) and the current GT stay in memory.
 
 use super::layout::*;
-use crate::formats::pipeline::ordered_map;
+use crate::parallel::pipeline::ordered_map;
 use crate::formats::source::RawDisk;
 use crate::formats::vhd::source_date_epoch;
 use crate::formats::DiskWriter;

@@ -1,0 +1,299 @@
+//! End to end: `stemcell build` of debian-bookworm stemcells from the real mirror (the mirror the
+//! host's apt sources name), checked with independent tools, booted under QEMU with a stand-in
+//! agent, rebuilt for byte-identity, and fed bad inputs. Needs root and the Debian mirror.
+//!
+//! One build serves every test (the OpenStack and vSphere stemcells in one invocation); its
+//! work directory lives under `target/` so reruns start from the layer cache.
+
+#[path = "common/boot.rs"]
+mod boot;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+const VERSION: &str = "0.0.1";
+const EPOCH: &str = "1700000000";
+const GRUB_PASSWORD: &str = "e2e-grub-password";
+
+fn stemcell() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_stemcell"))
+}
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn e2e_dir() -> PathBuf {
+    manifest_dir().join("target/e2e")
+}
+
+fn standin_agent() -> PathBuf {
+    manifest_dir().join("tests/fixtures/standin-agent/bosh-agent")
+}
+
+fn sha256_file(p: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
+}
+
+/// Runs a command; its output on failure names what ran.
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("{cmd:?}: cannot start"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({}):\n{text}", out.status);
+    }
+    Ok(text)
+}
+
+fn build_into(out: &Path, infrastructures: &[&str]) -> Result<String> {
+    let agent = standin_agent();
+    let mut cmd = stemcell();
+    cmd.arg("build");
+    for i in infrastructures {
+        cmd.args(["--infrastructure", i]);
+    }
+    cmd.args(["--version", VERSION, "--os", "debian-bookworm", "--agent"])
+        .arg(&agent)
+        .args(["--agent-sha256", &sha256_file(&agent)])
+        .args(["--grub-password", GRUB_PASSWORD, "--force", "--work-dir"])
+        .arg(e2e_dir().join("work"))
+        .arg("-o")
+        .arg(out)
+        .env("SOURCE_DATE_EPOCH", EPOCH);
+    run(&mut cmd)
+}
+
+/// The one shared build: (output directory, the build's printed report).
+fn built() -> &'static (PathBuf, String) {
+    static BUILT: OnceLock<(PathBuf, String)> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = e2e_dir().join("out");
+        let _ = std::fs::remove_dir_all(&out);
+        let started = std::time::Instant::now();
+        let report = build_into(&out, &["openstack", "vsphere"]).expect("stemcell build");
+        eprintln!("build took {:?}\n{report}", started.elapsed());
+        (out, report)
+    })
+}
+
+const OPENSTACK: &str = "bosh-stemcell-0.0.1-openstack-kvm-debian-bookworm.tgz";
+const OPENSTACK_RAW: &str = "bosh-stemcell-0.0.1-openstack-kvm-debian-bookworm-raw.tgz";
+const VSPHERE: &str = "bosh-stemcell-0.0.1-vsphere-esxi-debian-bookworm.tgz";
+
+/// Extracts `member` of the gzip tar `tgz` into `dir`.
+fn untar(tgz: &Path, member: &str, dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    run(Command::new("tar").arg("-xzf").arg(tgz).arg("-C").arg(dir).arg(member))?;
+    Ok(dir.join(member))
+}
+
+#[test]
+fn build_writes_verified_stemcells_with_the_official_layout() -> Result<()> {
+    let (out, report) = built();
+    for name in [OPENSTACK, OPENSTACK_RAW, VSPHERE] {
+        let tgz = out.join(name);
+        assert!(tgz.is_file(), "{name} missing; report:\n{report}");
+        assert!(report.contains(name), "the build names {name}");
+        run(stemcell().arg("verify").arg(&tgz))?;
+    }
+    assert!(report.contains("=== Build duration report"), "{report}");
+
+    // Manifest fields (official-builder §6.3).
+    let mf = run(Command::new("tar").arg("-xzOf").arg(out.join(OPENSTACK)).arg("stemcell.MF"))?;
+    let v: serde_yaml::Value = serde_yaml::from_str(&mf)?;
+    assert_eq!(v["name"].as_str(), Some("bosh-openstack-kvm-debian-bookworm"));
+    assert_eq!(v["version"].as_str(), Some(VERSION));
+    assert_eq!(v["api_version"].as_u64(), Some(3));
+    assert_eq!(v["operating_system"].as_str(), Some("debian-bookworm"));
+    assert_eq!(v["cloud_properties"]["disk_format"].as_str(), Some("qcow2"));
+    assert_eq!(v["cloud_properties"]["auto_disk_config"].as_bool(), Some(true));
+    assert_eq!(v["cloud_properties"]["disk"].as_u64(), Some(5120));
+    let packages = run(Command::new("tar").arg("-xzOf").arg(out.join(OPENSTACK)).arg("packages.txt"))?;
+    assert!(packages.contains("ii  linux-image-amd64"), "packages.txt lists the kernel");
+
+    // The raw disk the formats were made from: MBR, ESP first, root last (agent-needs §1.2).
+    let raw = e2e_dir().join("work/disks/openstack.raw");
+    let layout = run(Command::new("sfdisk").arg("-d").arg(&raw))?;
+    assert!(layout.contains("label: dos"), "{layout}");
+    let parts: Vec<&str> = layout.lines().filter(|l| l.contains(" : start=")).collect();
+    assert_eq!(parts.len(), 2, "{layout}");
+    assert!(parts[0].contains("type=ef") && parts[0].contains("bootable"), "{layout}");
+    assert!(parts[1].contains("type=83"), "{layout}");
+
+    // Each format is the raw disk, read by qemu-img.
+    let tmp = tempfile::tempdir()?;
+    let image = untar(&out.join(OPENSTACK), "image", tmp.path())?;
+    let root_img = untar(&image, "root.img", &tmp.path().join("os"))?;
+    let info = run(Command::new("qemu-img").args(["info", "--output=json"]).arg(&root_img))?;
+    assert!(info.contains("\"compat\": \"0.10\""), "{info}");
+    run(Command::new("qemu-img").args(["check", "-q"]).arg(&root_img))?;
+    run(Command::new("qemu-img").args(["compare", "-q", "-f", "raw", "-F", "qcow2"]).arg(&raw).arg(&root_img))?;
+
+    let vimage = untar(&out.join(VSPHERE), "image", &tmp.path().join("vs"))?;
+    let vdir = tmp.path().join("vs/members");
+    std::fs::create_dir_all(&vdir)?;
+    run(Command::new("tar").arg("-xzf").arg(&vimage).arg("-C").arg(&vdir))?;
+    let vraw = e2e_dir().join("work/disks/vsphere.raw");
+    run(Command::new("qemu-img").args(["compare", "-q", "-f", "raw", "-F", "vmdk"]).arg(&vraw).arg(vdir.join("image-disk1.vmdk")))?;
+    let schema = manifest_dir().join("tests/data/ovf-schema/ovf-envelope.xsd");
+    run(Command::new("xmllint").args(["--noout", "--schema"]).arg(&schema).arg(vdir.join("image.ovf")))?;
+    let ovf = std::fs::read_to_string(vdir.join("image.ovf"))?;
+    assert!(ovf.contains(r#"vmw:value="efi""#), "vSphere boots UEFI");
+
+    // The OS-image parity checks still hold on the final root filesystem.
+    let checks = run(stemcell().arg("test-image").arg(e2e_dir().join("work/roots/openstack")))?;
+    assert!(checks.contains(" 0 failed"), "{checks}");
+    Ok(())
+}
+
+#[test]
+fn rebuild_with_source_date_epoch_is_byte_identical() -> Result<()> {
+    let (out, _) = built();
+    let again = e2e_dir().join("out-again");
+    let _ = std::fs::remove_dir_all(&again);
+    build_into(&again, &["openstack"])?;
+    for name in [OPENSTACK, OPENSTACK_RAW] {
+        let a = sha256_file(&out.join(name));
+        let b = sha256_file(&again.join(name));
+        assert_eq!(a, b, "{name} differs between two builds");
+    }
+    Ok(())
+}
+
+/// One VM at a time: two TCG guests on a 2-core machine starve each other.
+static VM: Mutex<()> = Mutex::new(());
+
+fn boot_and_expect(infrastructure: &str, disk: &Path, backing_format: &str, settings_marker: &str, sources: &str) -> Result<()> {
+    let _one = VM.lock().unwrap_or_else(|e| e.into_inner());
+    let work = tempfile::Builder::new().prefix("boot.").tempdir_in(e2e_dir())?;
+    // The VM disk is larger than the image, as a cloud's is (the agent wants free space after
+    // the root partition when there is no ephemeral disk).
+    let vm_disk = work.path().join("vm.qcow2");
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", backing_format, "-b"])
+        .arg(disk)
+        .arg(&vm_disk)
+        .arg("8G"))?;
+    let agent_id = format!("agent-{infrastructure}-e2e");
+    let settings = boot::agent_settings(&agent_id);
+    let media = work.path().join("settings.iso");
+    let mut vm = if infrastructure == "vsphere" {
+        boot::vsphere_env_cdrom(&settings, &media)?;
+        boot::VmSpec::vsphere(&vm_disk, &media, work.path())
+    } else {
+        boot::config_drive(&settings, None, &media)?;
+        boot::VmSpec::openstack(&vm_disk, &media, work.path())
+    };
+    vm.disk_format = "qcow2".into();
+    let started = std::time::Instant::now();
+    let mut running = vm.start()?;
+    let line = running.wait_for_line("STANDIN-AGENT ", Duration::from_secs(900));
+    let _ = std::fs::write(e2e_dir().join(format!("last-serial-{infrastructure}.log")), running.serial());
+    let line = line?;
+    eprintln!("{infrastructure}: after {:?}: {line}", started.elapsed());
+    assert!(line.starts_with("STANDIN-AGENT OK "), "{line}");
+    for part in [
+        "argv=-P_ubuntu_-C_/var/vcap/bosh/agent.json",
+        sources,
+        &format!("{settings_marker}:agent_id={agent_id}"),
+        "root=UUID=",
+        "hostname=bosh-stemcell",
+        "ssh_host_keys=",
+    ] {
+        assert!(line.contains(part), "`{part}` missing in {line}");
+    }
+    assert!(!line.contains("ssh_host_keys=0"), "host keys regenerated at first boot: {line}");
+    Ok(())
+}
+
+#[test]
+fn openstack_qcow2_boots_under_seabios_and_the_agent_reads_the_config_drive() -> Result<()> {
+    let (out, _) = built();
+    let dir = e2e_dir().join("boot-openstack");
+    let _ = std::fs::remove_dir_all(&dir);
+    let image = untar(&out.join(OPENSTACK), "image", &dir)?;
+    let root_img = untar(&image, "root.img", &dir.join("img"))?;
+    boot_and_expect(
+        "openstack",
+        &root_img,
+        "qcow2",
+        "settings=ConfigDrive:/dev/disk/by-label/config-2:ec2/latest/user-data",
+        "agent_json=File,ConfigDrive,HTTP",
+    )
+}
+
+#[test]
+fn vsphere_vmdk_boots_under_ovmf_and_the_agent_reads_env_from_the_cdrom() -> Result<()> {
+    let (out, _) = built();
+    let dir = e2e_dir().join("boot-vsphere");
+    let _ = std::fs::remove_dir_all(&dir);
+    let image = untar(&out.join(VSPHERE), "image", &dir)?;
+    let vmdk = untar(&image, "image-disk1.vmdk", &dir.join("img"))?;
+    boot_and_expect("vsphere", &vmdk, "vmdk", "settings=CDROM:/dev/sr0:env", "agent_json=CDROM")
+}
+
+/// Bad inputs are refused before any stage runs, with one line naming the problem.
+#[test]
+fn bad_build_inputs_are_refused_with_one_line() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let agent = standin_agent();
+    let base = |cmd: &mut Command| {
+        cmd.args(["build", "--version", "1", "--os", "debian-bookworm", "--work-dir"])
+            .arg(tmp.path().join("work"))
+            .arg("-o")
+            .arg(tmp.path().join("out"));
+    };
+    let stderr_of = |cmd: &mut Command| -> String {
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{cmd:?} succeeded");
+        let e = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(e.trim_end().lines().count(), 1, "one line: {e}");
+        e
+    };
+
+    let mut c = stemcell();
+    base(&mut c);
+    c.args(["--infrastructure", "nimbus", "--agent"]).arg(&agent).args(["--agent-sha256", &sha256_file(&agent)]);
+    let e = stderr_of(&mut c);
+    assert!(e.contains("nimbus") && e.contains("openstack") && e.contains("vsphere"), "{e}");
+
+    let wrong = "0".repeat(64);
+    let mut c = stemcell();
+    base(&mut c);
+    c.args(["--infrastructure", "openstack", "--agent"]).arg(&agent).args(["--agent-sha256", &wrong]);
+    let e = stderr_of(&mut c);
+    assert!(e.contains(&wrong) && e.contains(&sha256_file(&agent)), "both digests named: {e}");
+
+    // An OS image that is not one, and one with a path-traversal member.
+    let notos = tmp.path().join("notos.tgz");
+    std::fs::create_dir_all(tmp.path().join("t/etc"))?;
+    std::fs::write(tmp.path().join("t/etc/hostname"), "x\n")?;
+    run(Command::new("tar").arg("-czf").arg(&notos).arg("-C").arg(tmp.path().join("t")).arg("."))?;
+    let mut c = stemcell();
+    base(&mut c);
+    c.args(["--infrastructure", "openstack", "--agent"]).arg(&agent).args(["--agent-sha256", &sha256_file(&agent)]).arg("--os-image").arg(&notos);
+    let e = stderr_of(&mut c);
+    assert!(e.contains("os-release"), "{e}");
+
+    let evil = tmp.path().join("evil.tgz");
+    run(Command::new("tar").arg("-czf").arg(&evil).arg("-P").arg("--transform=s,^,../,").arg("-C").arg(tmp.path().join("t")).arg("etc/hostname"))?;
+    let mut c = stemcell();
+    base(&mut c);
+    c.args(["--infrastructure", "openstack", "--agent"]).arg(&agent).args(["--agent-sha256", &sha256_file(&agent)]).arg("--os-image").arg(&evil);
+    let e = stderr_of(&mut c);
+    assert!(e.contains(".."), "{e}");
+
+    // Nothing left behind: no output, no partial layer, no mount under the work directory.
+    assert!(!tmp.path().join("out").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
+    assert!(!mounts.contains(&tmp.path().to_string_lossy().to_string()));
+    Ok(())
+}
