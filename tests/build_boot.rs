@@ -197,7 +197,9 @@ fn boot_and_expect(infrastructure: &str, disk: &Path, backing_format: &str, sett
     let mut running = vm.start()?;
     let line = running.wait_for_line("STANDIN-AGENT ", Duration::from_secs(900));
     let _ = std::fs::write(e2e_dir().join(format!("last-serial-{infrastructure}.log")), running.serial());
+    // The console may interleave other output (a login prompt) before the marker.
     let line = line?;
+    let line = line[line.find("STANDIN-AGENT ").unwrap_or(0)..].to_string();
     eprintln!("{infrastructure}: after {:?}: {line}", started.elapsed());
     assert!(line.starts_with("STANDIN-AGENT OK "), "{line}");
     for part in [

@@ -101,3 +101,31 @@ fn not_a_root_filesystem() {
     let err = Session::open(tmp.path()).err().unwrap().to_string();
     assert!(err.ends_with("not a root filesystem (no /bin/sh)"), "{err}");
 }
+
+/// An image whose resolv.conf is systemd-resolved's relative link still resolves names during
+/// the build: the host's file appears at the link's target on the command's private /run, and
+/// nothing is written into the image.
+#[test]
+fn relative_resolv_conf_link_gets_the_host_file_on_private_run() {
+    let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
+    let root = tmp.path().join("root");
+    rootfs::tiny_root(&root, &["dash", "cat"]);
+    std::fs::create_dir_all(root.join("run")).unwrap();
+    let _ = std::fs::remove_file(root.join("etc/resolv.conf"));
+    std::os::unix::fs::symlink(
+        "../run/systemd/resolve/stub-resolv.conf",
+        root.join("etc/resolv.conf"),
+    )
+    .unwrap();
+    let session = Session::open(&root).unwrap();
+    let out = session.output("cat /etc/resolv.conf").unwrap();
+    assert_eq!(out.status, 0, "{}", out.output);
+    assert_eq!(
+        out.output.as_bytes(),
+        &std::fs::read("/etc/resolv.conf").unwrap_or_default()[..]
+    );
+    assert!(
+        !root.join("run/systemd").exists(),
+        "the copy must stay on the private /run"
+    );
+}

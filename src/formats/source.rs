@@ -124,8 +124,4 @@ impl RawDisk {
     }
 }
 
-/// True when every byte is zero (word-at-a-time, this runs at memory speed).
-pub fn is_zero(buf: &[u8]) -> bool {
-    let (pre, words, post) = unsafe { buf.align_to::<u128>() };
-    pre.iter().all(|&b| b == 0) && words.iter().all(|&w| w == 0) && post.iter().all(|&b| b == 0)
-}
+pub use crate::parallel::is_zero;

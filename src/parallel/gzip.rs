@@ -12,7 +12,6 @@
 use super::pipeline::ordered_map;
 use anyhow::{anyhow, Context, Result};
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
-use std::cell::RefCell;
 use std::io::{self, Write};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -184,6 +183,12 @@ impl<W: Write + Send + 'static> ParallelGzWriter<W> {
 
     fn flush_block(&mut self, last: bool) -> io::Result<()> {
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(self.opts.block_size));
+        // A whole block of zeros is compressed the same way whether it came from a hole
+        // (`write_zeros`) or from zero bytes: the output depends on the content only, so two
+        // sources with equal bytes but different sparseness give identical gzip streams.
+        if !last && data.len() == self.opts.block_size && super::is_zero(&data) {
+            return self.send(Payload::Zeros(data.len()), false);
+        }
         self.send(Payload::Data(data), last)
     }
 
@@ -303,25 +308,13 @@ fn compress_block(b: Block, zero_cache: &ZeroCache) -> Result<Compressed> {
     }
 }
 
-thread_local! {
-    /// One raw-deflate state per level per worker thread, reset between blocks.
-    static COMPRESSORS: RefCell<Vec<(u32, Compress)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Raw-deflates `data` as a run of blocks ending on a byte boundary (sync flush), or as the
-/// final blocks of the stream when `last`.
 fn deflate(data: &[u8], dict: Option<&[u8]>, level: u32, last: bool) -> Result<Vec<u8>> {
-    COMPRESSORS.with(|cell| {
-        let mut states = cell.borrow_mut();
-        let pos = match states.iter().position(|(l, _)| *l == level) {
-            Some(p) => p,
-            None => {
-                states.push((level, Compress::new(Compression::new(level), false)));
-                states.len() - 1
-            }
-        };
-        let c = &mut states[pos].1;
-        c.reset();
+    {
+        // A fresh state per block: a reused one (reset, then primed with a dictionary) gave
+        // different, though valid, output for the same input, which breaks reproducible
+        // stemcells. One allocation per block is noise next to compressing it.
+        let mut compressor = Compress::new(Compression::new(level), false);
+        let c = &mut compressor;
         if let Some(d) = dict {
             c.set_dictionary(d)
                 .context("deflate: cannot set dictionary")?;
@@ -348,13 +341,40 @@ fn deflate(data: &[u8], dict: Option<&[u8]>, level: u32, last: bool) -> Result<V
             }
             out.reserve(out.capacity().max(4096));
         }
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Read;
+
+    /// The stream depends on the bytes only, not on whether zeros arrived as a hole
+    /// (`write_zeros`) or as data: reproducible stemcells need it.
+    #[test]
+    fn zeros_compress_the_same_from_holes_and_from_data() {
+        let opts = GzOptions { level: 6, block_size: 64 * 1024 };
+        let text: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let write = |holes: bool| {
+            let mut w = ParallelGzWriter::new(Vec::new(), opts);
+            w.write_all(&text[..100_000]).unwrap();
+            if holes {
+                w.write_zeros(1_000_000).unwrap();
+            } else {
+                w.write_all(&vec![0u8; 1_000_000]).unwrap();
+            }
+            w.write_all(&text[100_000..]).unwrap();
+            w.finish().unwrap()
+        };
+        let (a, b) = (write(true), write(false));
+        let a2 = write(true);
+        let first = |x: &[u8], y: &[u8]| x.iter().zip(y).position(|(p, q)| p != q);
+        assert!(a == a2, "same input twice differs at {:?} (len {} vs {})", first(&a, &a2), a.len(), a2.len());
+        assert!(a == b, "holes vs data differ at {:?} (len {} vs {})", first(&a, &b), a.len(), b.len());
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&a[..]).read_to_end(&mut back).unwrap();
+        assert_eq!(back.len(), text.len() + 1_000_000);
+    }
 
     fn gz(data: &[u8], opts: GzOptions) -> Vec<u8> {
         let mut w = ParallelGzWriter::new(Vec::new(), opts);

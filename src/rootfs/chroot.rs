@@ -117,7 +117,7 @@ if [ -e /etc/resolv.conf ]; then
   cp /etc/resolv.conf "$R/dev/.host-resolv.conf"
   if [ -L "$rc" ]; then
     t=$(readlink "$rc")
-    case $t in /*) t="$R$t" ;; *) t="$R/etc/$t" ;; esac
+    case $t in /*) t="$R$t" ;; ../*) t="$R/${t#../}" ;; *) t="$R/etc/$t" ;; esac
     case $t in "$R"/run/*) mkdir -p "${t%/*}"; cp /etc/resolv.conf "$t" ;; esac
   elif [ -f "$rc" ]; then
     mount --bind "$R/dev/.host-resolv.conf" "$rc"
