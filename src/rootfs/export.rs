@@ -168,21 +168,36 @@ pub fn write_os_image(
     output: &Path,
     force: bool,
 ) -> Result<()> {
-    let logs = store.work_dir().join("logs");
-    write_tarball(store, lower, output, force, &logs.join("export.log"))?;
-    let session = read_only_session(store, lower)?;
-    write_command_output(
-        &session,
-        "dpkg -l",
-        &side_file(output, "packages.txt"),
-        force,
-    )?;
-    write_command_output(
-        &session,
-        "cat /var/vcap/bosh/etc/dev_tools_file_list 2>/dev/null || true",
-        &side_file(output, "dev_tools_file_list.txt"),
-        force,
-    )?;
+    // The export is cached by the top layer's key, so a rerun with nothing changed only
+    // copies three files (make-style: seconds, not a re-compression of the whole tree).
+    let cached = store.work_dir().join("exports").join(format!("{}.tgz", lower[0]));
+    let parts = |base: &Path| {
+        [
+            base.to_path_buf(),
+            side_file(base, "packages.txt"),
+            side_file(base, "dev_tools_file_list.txt"),
+        ]
+    };
+    if !parts(&cached).iter().all(|p| p.is_file()) {
+        std::fs::create_dir_all(cached.parent().unwrap())
+            .with_context(|| format!("{}: cannot create", cached.display()))?;
+        let logs = store.work_dir().join("logs");
+        write_tarball(store, lower, &cached, true, &logs.join("export.log"))?;
+        let session = read_only_session(store, lower)?;
+        write_command_output(&session, "dpkg -l", &side_file(&cached, "packages.txt"), true)?;
+        write_command_output(
+            &session,
+            "cat /var/vcap/bosh/etc/dev_tools_file_list 2>/dev/null || true",
+            &side_file(&cached, "dev_tools_file_list.txt"),
+            true,
+        )?;
+    }
+    for (from, to) in parts(&cached).iter().zip(parts(output).iter()) {
+        let mut out = AtomicOutput::create(to, force)?;
+        let mut src = std::fs::File::open(from).with_context(|| format!("{}: cannot open", from.display()))?;
+        std::io::copy(&mut src, out.file()).with_context(|| format!("{}: cannot write", to.display()))?;
+        out.commit()?;
+    }
     Ok(())
 }
 
