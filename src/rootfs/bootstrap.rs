@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 /// `/usr/sbin/policy-rc.d` returning 101: maintainer scripts never start daemons in the chroot.
 /// Removed again when the OS image is exported.
@@ -32,17 +32,8 @@ pub fn bootstrap(os: &OsDefinition, mirror: &str, target: &Path, log: &Path) -> 
     }
     let log_file = std::fs::File::create(log)
         .with_context(|| format!("{}: cannot create log", log.display()))?;
-    let mut cmd = Command::new("unshare");
-    cmd.args([
-        "--mount",
-        "--pid",
-        "--fork",
-        "--kill-child",
-        "--propagation",
-        "private",
-        "--",
-    ])
-    .arg("mmdebstrap")
+    let mut cmd = super::chroot::private_namespaces();
+    cmd.arg("mmdebstrap")
     .args([
         "--variant=minbase",
         "--mode=root",

@@ -297,17 +297,8 @@ impl Session {
                 o.work.clone().unwrap_or_default(),
             ),
         };
-        let mut cmd = Command::new("unshare");
-        cmd.args([
-            "--mount",
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "--propagation",
-            "private",
-            "--",
-        ])
-        .args(["/bin/sh", "-c", SETUP, "stemcell-setup"])
+        let mut cmd = private_namespaces();
+        cmd.args(["/bin/sh", "-c", SETUP, "stemcell-setup"])
         .arg(if exec == Exec::Host { "host" } else { "chroot" })
         .arg(&self.root)
         .arg(&layers)
@@ -430,4 +421,20 @@ mod tests {
         assert_eq!(sh_quote("it's"), r"'it'\''s'");
         assert_eq!(sh_quote(""), "''");
     }
+}
+
+/// `unshare` into a private mount and PID namespace whose processes all die with it (and with
+/// us: `--kill-child`); the program to run follows. Mounts made inside vanish with it.
+pub fn private_namespaces() -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args([
+        "--mount",
+        "--pid",
+        "--fork",
+        "--kill-child",
+        "--propagation",
+        "private",
+        "--",
+    ]);
+    cmd
 }

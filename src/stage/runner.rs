@@ -192,7 +192,7 @@ fn run_stage(
             "=== {} action {} ({})",
             stage.name,
             n + 1,
-            actions::kind(action)
+            action.kind()
         );
         let mut ctx = ActionContext {
             session: &session,
@@ -200,7 +200,7 @@ fn run_stage(
             log: &mut log_file,
         };
         actions::apply(action, &mut ctx)
-            .with_context(|| format!("action {} ({})", n + 1, actions::kind(action)))?;
+            .with_context(|| format!("action {} ({})", n + 1, action.kind()))?;
     }
     Ok(())
 }

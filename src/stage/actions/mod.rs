@@ -106,23 +106,6 @@ pub fn apply(action: &Action, ctx: &mut ActionContext) -> Result<()> {
     }
 }
 
-/// The action's name as written in stage files.
-pub fn kind(action: &Action) -> &'static str {
-    match action {
-        Action::Apt(_) => "apt",
-        Action::File(_) => "file",
-        Action::Template(_) => "template",
-        Action::Directory(_) => "directory",
-        Action::Symlink(_) => "symlink",
-        Action::Remove(_) => "remove",
-        Action::Group(_) => "group",
-        Action::User(_) => "user",
-        Action::Service(_) => "service",
-        Action::ConfigLines(_) => "config_lines",
-        Action::Run(_) => "run",
-    }
-}
-
 /// A validated octal mode string ("0644" by default).
 pub fn mode(m: &Option<String>, default: &str) -> Result<String> {
     let m = m.clone().unwrap_or_else(|| default.to_string());
