@@ -119,8 +119,11 @@ fn build_writes_verified_stemcells_with_the_official_layout() -> Result<()> {
     let packages = run(Command::new("tar").arg("-xzOf").arg(out.join(OPENSTACK)).arg("packages.txt"))?;
     assert!(packages.contains("ii  linux-image-amd64"), "packages.txt lists the kernel");
 
-    // The raw disk the formats were made from: MBR, ESP first, root last (agent-needs §1.2).
-    let raw = e2e_dir().join("work/disks/openstack.raw");
+    // The raw disk, as the `-raw` stemcell ships it: MBR, ESP first, root last (agent-needs
+    // §1.2).
+    let tmp = tempfile::tempdir()?;
+    let raw_image = untar(&out.join(OPENSTACK_RAW), "image", &tmp.path().join("raw"))?;
+    let raw = untar(&raw_image, "root.img", &tmp.path().join("raw/disk"))?;
     let layout = run(Command::new("sfdisk").arg("-d").arg(&raw))?;
     assert!(layout.contains("label: dos"), "{layout}");
     let parts: Vec<&str> = layout.lines().filter(|l| l.contains(" : start=")).collect();
@@ -129,7 +132,6 @@ fn build_writes_verified_stemcells_with_the_official_layout() -> Result<()> {
     assert!(parts[1].contains("type=83"), "{layout}");
 
     // Each format is the raw disk, read by qemu-img.
-    let tmp = tempfile::tempdir()?;
     let image = untar(&out.join(OPENSTACK), "image", tmp.path())?;
     let root_img = untar(&image, "root.img", &tmp.path().join("os"))?;
     let info = run(Command::new("qemu-img").args(["info", "--output=json"]).arg(&root_img))?;
