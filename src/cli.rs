@@ -1,7 +1,7 @@
 //! Command line: clap definitions and one small function per command that calls the library.
 //! No logic lives here.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -252,9 +252,8 @@ fn package(a: PackageArgs) -> Result<()> {
         }
     };
     let (packages, dev_tools) = (read(&a.packages)?, read(&a.dev_tools)?);
-    if !a.output_dir.is_dir() {
-        bail!("{}: output directory does not exist", a.output_dir.display());
-    }
+    std::fs::create_dir_all(&a.output_dir)
+        .with_context(|| format!("{}: cannot create the output directory", a.output_dir.display()))?;
     let firmware = if a.firmware == "bios" { Firmware::Bios } else { Firmware::Efi };
     use stemcell::stemcell::spec::InfrastructureStemcells;
     let specs = infra.pack_specs(&a.os, &a.version, &packages, &dev_tools, &OvfOptions {
@@ -295,6 +294,8 @@ fn light(a: LightArgs) -> Result<()> {
     } else {
         LightTarget::Openstack(a.image_id.unwrap_or_default())
     };
+    std::fs::create_dir_all(&a.output_dir)
+        .with_context(|| format!("{}: cannot create the output directory", a.output_dir.display()))?;
     let w = make_light(&a.from, &target, &a.output_dir, a.force)?;
     println!("{}  {} bytes  sha1 {}", w.path.display(), w.size, w.sha1);
     Ok(())

@@ -42,7 +42,7 @@ impl AtomicOutput {
         &self.path
     }
 
-    /// Flushes to disk and renames into place.
+    /// Renames into place (see the note on durability inside).
     pub fn commit(mut self) -> Result<()> {
         let temp = self.temp.take().expect("not committed");
         // The temporary file is 0600; the result gets the usual 0666 less the umask, as any
@@ -57,9 +57,9 @@ impl AtomicOutput {
         temp.as_file()
             .set_permissions(std::fs::Permissions::from_mode(0o666 & !(mask as u32)))
             .with_context(|| format!("{}: cannot set permissions", self.path.display()))?;
-        temp.as_file()
-            .sync_all()
-            .with_context(|| format!("{}: cannot write output", self.path.display()))?;
+        // No fsync: the rename makes the file appear complete or not at all for any process
+        // stop (error, Ctrl-C, kill); surviving power loss is left to the filesystem, as with
+        // qemu-img, tar and gzip. An fsync here cost 0.8 s per 700 MB written.
         temp.persist(&self.path)
             .map_err(|e| e.error)
             .with_context(|| format!("{}: cannot rename output into place", self.path.display()))?;
