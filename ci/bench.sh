@@ -121,8 +121,9 @@ if run vhd-fixed; then
 fi
 if run openstack; then
     measure "official openstack" "$q/official" bash -c 'official_openstack "$0"' "$q/official"
+    # The qcow2 tarball only, like the official sequence (openstack also has a -raw tarball).
     measure "stemcell openstack" "$q/ours" "$STEMCELL" package --infrastructure openstack --os ubuntu-noble \
-        --version 0.1 --disk "$disk" -o "$q/ours"
+        --version 0.1 --disk-format qcow2 --disk "$disk" -o "$q/ours"
 fi
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 

@@ -87,6 +87,10 @@ pub struct PackageArgs {
     /// Dev tools file list to ship as dev_tools_file_list.txt (empty when absent).
     #[arg(long)]
     pub dev_tools: Option<PathBuf>,
+    /// Only the outputs with this `cloud_properties.disk_format` (repeatable; default: every
+    /// output of the infrastructure, e.g. openstack's qcow2 and raw tarballs).
+    #[arg(long = "disk-format", value_name = "FORMAT")]
+    pub disk_formats: Vec<String>,
     /// The disk's firmware, for the OVF (vsphere).
     #[arg(long, default_value = "efi", value_parser = ["efi", "bios"])]
     pub firmware: String,
@@ -262,6 +266,14 @@ fn package(a: PackageArgs) -> Result<()> {
         cpus: 1,
         memory_mib: 512,
     }, a.force);
+    let specs: Vec<_> = specs
+        .into_iter()
+        .filter(|s| a.disk_formats.is_empty() || a.disk_formats.contains(&s.manifest.cloud_properties.disk_format))
+        .collect();
+    if specs.is_empty() {
+        let known: Vec<&str> = infra.outputs.iter().map(|o| o.disk_format.as_str()).collect();
+        bail!("--disk-format {}: {} has outputs {}", a.disk_formats.join(","), infra.name, known.join(", "));
+    }
     let mut written: Vec<PathBuf> = Vec::new();
     for spec in &specs {
         match pack(spec, ImageSource::Disk(&a.disk), &a.output_dir) {
