@@ -24,7 +24,10 @@ fn fixture_root(dir: &Path) -> PathBuf {
         fs::create_dir_all(target.parent().unwrap()).unwrap();
         fs::copy(host, &target).unwrap();
     }
-    fs::create_dir_all(root.join("proc")).unwrap();
+    // The mount points every real root has (the chroot session mounts /proc, /sys, /dev, /run).
+    for d in ["proc", "sys", "dev", "run"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
     fs::create_dir_all(root.join("etc")).unwrap();
     fs::write(
         root.join("etc/os-release"),
