@@ -138,6 +138,17 @@ pub fn detect(path: &Path) -> Result<DiskKind> {
     Ok(DiskKind::Raw)
 }
 
+/// Opens an image for a checker: the file and its length, errors naming the file.
+pub(crate) fn open_image(path: &Path) -> Result<(File, u64)> {
+    use anyhow::Context;
+    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let len = file
+        .metadata()
+        .with_context(|| format!("{}: cannot stat", path.display()))?
+        .len();
+    Ok((file, len))
+}
+
 /// Parses `path` as `kind` with the project's own reader, decompressing and bounds-checking
 /// every cluster, grain or block.
 pub fn check(path: &Path, kind: DiskKind) -> Result<CheckReport> {

@@ -102,11 +102,7 @@ impl References {
 /// Checks the qcow2 image at `path`. `Err` only when the file cannot be opened or read at all;
 /// everything wrong inside the image is a line in `problems`.
 pub fn check(path: &Path) -> Result<CheckReport> {
-    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let file_len = file
-        .metadata()
-        .with_context(|| format!("{}: cannot stat", path.display()))?
-        .len();
+    let (file, file_len) = crate::formats::open_image(path)?;
     let mut report = CheckReport::default();
     let mut problems = Problems::default();
     let mut head = vec![0u8; file_len.min(4096) as usize];

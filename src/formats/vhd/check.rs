@@ -14,11 +14,7 @@ const FUTURE_SLACK: u64 = 1800;
 /// Parses the VHD at `path` (fixed or dynamic) and checks it. I/O errors are `Err`; format
 /// problems go to [`CheckReport::problems`].
 pub fn check(path: &Path) -> Result<CheckReport> {
-    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let len = file
-        .metadata()
-        .with_context(|| format!("{}: cannot stat", path.display()))?
-        .len();
+    let (file, len) = crate::formats::open_image(path)?;
     let mut r = CheckReport::default();
     if len < 512 {
         r.problems

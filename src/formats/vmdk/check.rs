@@ -5,7 +5,7 @@
 use super::layout::*;
 use crate::parallel::pipeline::ordered_map;
 use crate::formats::CheckReport;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use flate2::read::ZlibDecoder;
 use std::fs::File;
 use std::io::Read;
@@ -15,11 +15,7 @@ use std::path::Path;
 /// Parses and checks the streamOptimized VMDK at `path`. I/O errors are `Err`; format problems
 /// go to [`CheckReport::problems`].
 pub fn check(path: &Path) -> Result<CheckReport> {
-    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let len = file
-        .metadata()
-        .with_context(|| format!("{}: cannot stat", path.display()))?
-        .len();
+    let (file, len) = crate::formats::open_image(path)?;
     let mut r = CheckReport::default();
     let io = |e: std::io::Error| anyhow::anyhow!("{}: read error: {e}", path.display());
     let mut b = [0u8; 512];
