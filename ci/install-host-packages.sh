@@ -29,3 +29,5 @@ packages=(
 )
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-utils >/dev/null
+# The suite builds and boots real stemcells: say how much room it has, for when it runs out.
+df -h / "$PWD" | sed 's/^/disk: /'

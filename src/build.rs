@@ -1,6 +1,6 @@
 //! `stemcell build`: the whole product pipeline, and the one place that drives every stage of
 //! it in order: resolve plans (recipe) → run the stages on cached layers (stage, rootfs) →
-//! materialize each infrastructure's root → GRUB images in its chroot → assemble the raw disk
+//! mount each infrastructure's root (no copy) → GRUB images in its chroot → assemble the raw disk
 //! (disk) → convert and pack every output (formats, stemcell).
 //!
 //! Work that is the same across infrastructures is shared through the layer cache (the OS
@@ -14,7 +14,8 @@ use crate::recipe::infrastructure::{self, BootMode, Infrastructure};
 use crate::recipe::plan::Plan;
 use crate::recipe::resolve::{resolve, PlanOptions};
 use crate::rootfs::chroot::{sh_quote, Session};
-use crate::rootfs::{export, interrupt, layers::LayerStore};
+use crate::rootfs::merged::{self, MergedRoot};
+use crate::rootfs::{interrupt, layers::LayerStore};
 use crate::stage::inputs;
 use crate::stage::runner::{self, RunOptions, StepTiming};
 use crate::stemcell::pack::{self, ImageSource, Packed};
@@ -44,6 +45,8 @@ pub struct BuildRequest {
     pub work_dir: PathBuf,
     pub output_dir: PathBuf,
     pub force: bool,
+    /// Keep the raw disks in `<work_dir>/disks/` instead of removing them after packing.
+    pub keep_disks: bool,
 }
 
 /// One stemcell written.
@@ -62,6 +65,8 @@ pub struct Outcome {
 /// Runs the whole build. Everything is validated (infrastructure and OS names, the agent's
 /// digest, the OS image tarball) before the first stage runs.
 pub fn build(req: &BuildRequest) -> Result<Outcome> {
+    // First, while this is the only thread: the merged roots are mounted in here.
+    merged::enter_private_mount_namespace()?;
     interrupt::install();
     let infras: Vec<Infrastructure> = req
         .infrastructures
@@ -97,7 +102,7 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
         None => None,
     };
 
-    // Stages, one infrastructure at a time (they share the cache), each materialized.
+    // Stages, one infrastructure at a time (they share the cache), each mounted as one root.
     let mut roots = Vec::new();
     for infra in &infras {
         let agent_json =
@@ -132,12 +137,9 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
         for t in &run.timings {
             timings.push(StepTiming { name: format!("{}/{}", infra.name, t.name), ..t.clone() });
         }
-        let start = Instant::now();
-        let root = req.work_dir.join("roots").join(&infra.name);
-        export::write_directory(&run.store, &run.layers, &root)?;
+        let root = MergedRoot::mount(&run.store, &run.layers, &infra.name)?;
         let seed = format!("{}/{}/{}/{}", req.os, infra.name, req.version, run.layers[0]);
         drop(run); // releases the layer store for the next infrastructure
-        timings.push(step(&format!("{}/materialize", infra.name), start));
         roots.push((infra, root, seed, plan.os.family.clone()));
     }
 
@@ -176,10 +178,11 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
 fn finish_stemcell(
     req: &BuildRequest,
     infra: &Infrastructure,
-    root: &Path,
+    merged: &MergedRoot,
     seed: &str,
     os_family: &str,
 ) -> Result<(Built, Vec<StepTiming>)> {
+    let root = merged.path();
     let mut timings = Vec::new();
     let start = Instant::now();
     let spec = disk_spec(req, infra, seed, os_family)?;
@@ -204,8 +207,14 @@ fn finish_stemcell(
     timings.push(step(&format!("{}/grub-images", infra.name), start));
 
     let start = Instant::now();
-    let raw = req.work_dir.join("disks").join(format!("{}.raw", infra.name));
-    std::fs::create_dir_all(raw.parent().unwrap())?;
+    // The raw disk is an intermediate (removed with the scratch layer) unless asked to keep it.
+    let raw = if req.keep_disks {
+        let disks = req.work_dir.join("disks");
+        std::fs::create_dir_all(&disks).with_context(|| format!("{}: cannot create", disks.display()))?;
+        disks.join(format!("{}.raw", infra.name))
+    } else {
+        merged.scratch_path("disk.raw")
+    };
     let assembled = if warden { None } else { Some(disk::assemble(root, &spec, &raw, true)?) };
     timings.push(step(&format!("{}/disk", infra.name), start));
 

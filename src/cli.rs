@@ -194,6 +194,10 @@ pub struct BuildArgs {
     pub output_dir: PathBuf,
     #[arg(long)]
     pub force: bool,
+    /// Keep each infrastructure's raw disk as `<work-dir>/disks/<name>.raw` (removed after
+    /// packing otherwise: it is as large as the root filesystem).
+    #[arg(long)]
+    pub keep_disks: bool,
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -425,6 +429,7 @@ fn build(a: BuildArgs) -> Result<()> {
         work_dir: a.work_dir,
         output_dir: a.output_dir,
         force: a.force,
+        keep_disks: a.keep_disks,
     })?;
     eprint!("{}", report(&outcome.timings));
     eprintln!("  wall clock  {:.1}s", started.elapsed().as_secs_f64());

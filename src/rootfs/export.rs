@@ -201,37 +201,6 @@ pub fn write_os_image(
     Ok(())
 }
 
-/// Copies the merged view of `lower` (topmost first) into the new directory `dest`, with the
-/// build-only pieces undone as in the tarball export (`policy-rc.d` removed, a regular
-/// `/etc/resolv.conf` emptied). The disk assembly reads this plain directory.
-pub fn write_directory(store: &LayerStore, lower: &[String], dest: &Path) -> Result<()> {
-    if dest.symlink_metadata().is_ok() {
-        super::layers::remove_tree(dest)?;
-    }
-    std::fs::create_dir_all(dest).with_context(|| format!("{}: cannot create", dest.display()))?;
-    let session = read_only_session(store, lower)?;
-    let script = format!(
-        "cp -a --sparse=always \"$ROOT/.\" {}/",
-        super::chroot::sh_quote(&dest.to_string_lossy())
-    );
-    let mut log = Vec::new();
-    let status = session.run_as(Exec::Host, &script, None, &mut log)?;
-    if status != 0 {
-        bail!(
-            "{}: copying the root filesystem failed ({}): {}",
-            dest.display(),
-            describe_status(status),
-            String::from_utf8_lossy(&log).trim()
-        );
-    }
-    let _ = std::fs::remove_file(dest.join("usr/sbin/policy-rc.d"));
-    let rc = dest.join("etc/resolv.conf");
-    if rc.symlink_metadata().map(|m| m.is_file()).unwrap_or(false) {
-        std::fs::write(&rc, b"").with_context(|| format!("{}: cannot empty", rc.display()))?;
-    }
-    Ok(())
-}
-
 /// A reader that stops with an error once an interrupt (Ctrl-C, SIGTERM) was requested.
 struct InterruptibleRead<R>(R);
 

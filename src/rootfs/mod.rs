@@ -6,3 +6,4 @@ pub mod export;
 pub mod host_tools;
 pub mod interrupt;
 pub mod layers;
+pub mod merged;

@@ -1,0 +1,107 @@
+//! The finished layer stack as one writable directory, without copying it: an overlay of the
+//! cached layers under a scratch upper directory, mounted in this process's own private mount
+//! namespace. The disk assembly writes its boot files into the scratch layer and `mke2fs -d`
+//! reads the merged view; the cached layers are never touched.
+//!
+//! Why a private namespace: the mount is invisible to the host and to every other process, and
+//! the kernel drops it when this process (and its children) exit, even on SIGKILL, so nothing
+//! can be left mounted. [`enter_private_mount_namespace`] must run before the process starts a
+//! thread: threads created afterwards share the new namespace, earlier ones would not.
+
+use super::layers::{remove_tree, LayerStore};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// Moves this process into a new mount namespace in which every mount is private.
+pub fn enter_private_mount_namespace() -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .context("cannot create a private mount namespace (run as root)")?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .context("cannot make the mount namespace private")?;
+    Ok(())
+}
+
+/// A merged, writable view of a layer stack at [`MergedRoot::path`]; unmounted and its scratch
+/// layer removed on drop.
+pub struct MergedRoot {
+    scratch: PathBuf,
+    root: PathBuf,
+}
+
+impl MergedRoot {
+    /// Mounts `lower` (layer names, topmost first) of `store` under a fresh scratch layer
+    /// `<work>/finish/<pid>.<name>/` and undoes the build-only pieces there, as the OS image
+    /// export does: `policy-rc.d` removed, a regular `/etc/resolv.conf` emptied.
+    pub fn mount(store: &LayerStore, lower: &[String], name: &str) -> Result<Self> {
+        let finish = store.work_dir().join("finish");
+        remove_stale(&finish);
+        let scratch = finish.join(format!("{}.{name}", std::process::id()));
+        remove_tree(&scratch)?;
+        let merged = Self { root: scratch.join("root"), scratch };
+        for d in ["upper", "work", "root"] {
+            let p = merged.scratch.join(d);
+            std::fs::create_dir_all(&p).with_context(|| format!("{}: cannot create", p.display()))?;
+        }
+        // Layer names relative to the layer directory keep the options under the one-page limit.
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lower.join(":"),
+            merged.scratch.join("upper").display(),
+            merged.scratch.join("work").display()
+        );
+        let out = std::process::Command::new("mount")
+            .current_dir(store.dir())
+            .args(["-t", "overlay", "overlay", "-o", &options])
+            .arg(&merged.root)
+            .output()
+            .context("cannot run mount")?;
+        if !out.status.success() {
+            bail!(
+                "{}: cannot mount the layer stack: {}",
+                merged.root.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let root = merged.path();
+        let _ = std::fs::remove_file(root.join("usr/sbin/policy-rc.d"));
+        let rc = root.join("etc/resolv.conf");
+        if rc.symlink_metadata().map(|m| m.is_file()).unwrap_or(false) {
+            std::fs::write(&rc, b"").with_context(|| format!("{}: cannot empty", rc.display()))?;
+        }
+        Ok(merged)
+    }
+
+    /// The merged root directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// A path beside the root in the scratch directory, removed with it (for intermediates
+    /// such as the raw disk).
+    pub fn scratch_path(&self, name: &str) -> PathBuf {
+        self.scratch.join(name)
+    }
+}
+
+impl Drop for MergedRoot {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.root, nix::mount::MntFlags::MNT_DETACH);
+        let _ = remove_tree(&self.scratch);
+    }
+}
+
+/// Removes scratch layers of earlier builds whose process is gone (killed before its drop ran).
+fn remove_stale(finish: &Path) {
+    let Ok(entries) = std::fs::read_dir(finish) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name.split('.').next().and_then(|p| p.parse::<i32>().ok());
+        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if !alive {
+            let _ = remove_tree(&e.path());
+        }
+    }
+}
