@@ -37,9 +37,9 @@ pub struct BuildRequest {
     /// Build on this OS image tarball instead of building the OS image stages.
     pub os_image: Option<PathBuf>,
     pub mirror: Option<String>,
-    /// Agent PATH or URL and its sha256.
-    pub agent: Option<String>,
-    pub agent_sha256: Option<String>,
+    /// Build inputs by name (`bosh-agent`, `bosh-blobstore-dav`, ...): PATH or URL and sha256.
+    /// The agent is required (given, or pinned in `assets/`); a blobstore CLI is optional.
+    pub inputs: Vec<(&'static str, Option<String>, Option<String>)>,
     /// GRUB superuser password; random per build when absent.
     pub grub_password: Option<String>,
     pub work_dir: PathBuf,
@@ -83,7 +83,10 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
     let start = Instant::now();
     let assets = req.root.join("assets");
     let mut staged = Vec::new();
-    for (name, location, sha) in [("bosh-agent", req.agent.as_deref(), req.agent_sha256.as_deref())] {
+    for name in inputs::KNOWN_INPUTS.iter().map(|(n, _)| *n) {
+        let given = req.inputs.iter().find(|(n, _, _)| *n == name);
+        let location = given.and_then(|(_, l, _)| l.as_deref());
+        let sha = given.and_then(|(_, _, s)| s.as_deref());
         if let Some(spec) = inputs::select(&assets, name, location, sha)? {
             let fetched = inputs::fetch(&spec, &req.work_dir.join("inputs"))?;
             staged.push((spec, fetched));
@@ -102,56 +105,28 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
         None => None,
     };
 
-    // Stages, one infrastructure at a time (they share the cache), each mounted as one root.
-    let mut roots = Vec::new();
-    for infra in &infras {
-        let agent_json =
-            AgentConfig::from_infrastructure_value(&infra.name, &req.os, &infra.agent)?.to_json();
-        let mut extra_vars = input_vars.clone();
-        extra_vars.push(("agent_json".into(), agent_json));
-        extra_vars.push(("stemcell_git_sha1".into(), git_sha1(&req.root)));
-        let mut plan = resolve(
-            &req.root,
-            &PlanOptions {
-                os: req.os.clone(),
-                infrastructure: Some(infra.name.clone()),
-                mirror: req.mirror.clone(),
-                build_time: std::env::var("BUILD_TIME").ok().filter(|t| !t.is_empty()),
-                stemcell_version: Some(req.version.clone()),
-                extra_vars,
-            },
-        )?;
-        if let Some(base_key) = &base {
-            rebase_on_import(&mut plan, base_key);
-        }
-        let run = runner::run(
-            &plan,
-            &RunOptions {
-                work_dir: req.work_dir.clone(),
-                from_stage: None,
-                phase: None,
-                quiet: false,
-                binds: vec![(inputs_dir.clone(), inputs::RUN_INPUTS_NAME.to_string())],
-            },
-        )?;
-        for t in &run.timings {
-            timings.push(StepTiming { name: format!("{}/{}", infra.name, t.name), ..t.clone() });
-        }
-        let root = MergedRoot::mount(&run.store, &run.layers, &infra.name)?;
-        let seed = format!("{}/{}/{}/{}", req.os, infra.name, req.version, run.layers[0]);
-        drop(run); // releases the layer store for the next infrastructure
-        roots.push((infra, root, seed, plan.os.family.clone()));
-    }
-
-    // Disk and packing per infrastructure, in parallel.
+    // Stages run one infrastructure at a time (they share the layer cache). As soon as one
+    // infrastructure's root is ready, its disk and packing start on a thread of their own,
+    // beside the next infrastructure's stages.
     let results: Vec<Result<(Built, Vec<StepTiming>)>> = std::thread::scope(|s| {
-        let handles: Vec<_> = roots
-            .iter()
-            .map(|(infra, root, seed, family)| {
-                s.spawn(move || finish_stemcell(req, infra, root, seed, family))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("stemcell thread panicked")).collect()
+        let mut handles = Vec::new();
+        let mut failed = None;
+        for infra in &infras {
+            match stemcell_root(req, infra, &input_vars, &inputs_dir, base.as_deref()) {
+                Ok((root, seed, family, stage_timings)) => {
+                    timings.extend(stage_timings);
+                    handles.push(s.spawn(move || finish_stemcell(req, infra, &root, &seed, &family)));
+                }
+                Err(e) => {
+                    failed = Some(Err(e));
+                    break;
+                }
+            }
+        }
+        let mut results: Vec<_> =
+            handles.into_iter().map(|h| h.join().expect("stemcell thread panicked")).collect();
+        results.extend(failed);
+        results
     });
     let mut stemcells = Vec::new();
     let mut first_error = None;
@@ -172,6 +147,55 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
         return Err(e);
     }
     Ok(Outcome { stemcells, timings })
+}
+
+/// Runs the stages of one infrastructure and mounts the result as one writable root. Returns
+/// the root, the seed of its disk ids, the OS family and the stage timings.
+fn stemcell_root(
+    req: &BuildRequest,
+    infra: &Infrastructure,
+    input_vars: &[(String, String)],
+    inputs_dir: &Path,
+    base: Option<&str>,
+) -> Result<(MergedRoot, String, String, Vec<StepTiming>)> {
+    let agent_json =
+        AgentConfig::from_infrastructure_value(&infra.name, &req.os, &infra.agent)?.to_json();
+    let mut extra_vars = input_vars.to_vec();
+    extra_vars.push(("agent_json".into(), agent_json));
+    extra_vars.push(("stemcell_git_sha1".into(), git_sha1(&req.root)));
+    let mut plan = resolve(
+        &req.root,
+        &PlanOptions {
+            os: req.os.clone(),
+            infrastructure: Some(infra.name.clone()),
+            mirror: req.mirror.clone(),
+            build_time: std::env::var("BUILD_TIME").ok().filter(|t| !t.is_empty()),
+            stemcell_version: Some(req.version.clone()),
+            extra_vars,
+        },
+    )?;
+    if let Some(base_key) = base {
+        rebase_on_import(&mut plan, base_key);
+    }
+    let run = runner::run(
+        &plan,
+        &RunOptions {
+            work_dir: req.work_dir.clone(),
+            from_stage: None,
+            phase: None,
+            quiet: false,
+            binds: vec![(inputs_dir.to_path_buf(), inputs::RUN_INPUTS_NAME.to_string())],
+        },
+    )?;
+    let timings = run
+        .timings
+        .iter()
+        .map(|t| StepTiming { name: format!("{}/{}", infra.name, t.name), ..t.clone() })
+        .collect();
+    let root = MergedRoot::mount(&run.store, &run.layers, &infra.name)?;
+    let seed = format!("{}/{}/{}/{}", req.os, infra.name, req.version, run.layers[0]);
+    // `run` drops here, which releases the layer store for the next infrastructure.
+    Ok((root, seed, plan.os.family.clone(), timings))
 }
 
 /// GRUB images, the raw disk and every output of one infrastructure.
@@ -205,6 +229,7 @@ fn finish_stemcell(
     }
     let dev_tools = std::fs::read(root.join("var/vcap/bosh/etc/dev_tools_file_list")).unwrap_or_default();
     timings.push(step(&format!("{}/grub-images", infra.name), start));
+    interrupt::check()?;
 
     let start = Instant::now();
     // The raw disk is an intermediate (removed with the scratch layer) unless asked to keep it.
@@ -217,6 +242,7 @@ fn finish_stemcell(
     };
     let assembled = if warden { None } else { Some(disk::assemble(root, &spec, &raw, true)?) };
     timings.push(step(&format!("{}/disk", infra.name), start));
+    interrupt::check()?;
 
     let start = Instant::now();
     let ovf = OvfOptions {
@@ -232,7 +258,17 @@ fn finish_stemcell(
         } else {
             ImageSource::Disk(&raw)
         };
-        packed.push(pack::pack(&s, source, &req.output_dir)?);
+        let result = pack::pack(&s, source, &req.output_dir).and_then(|p| {
+            packed.push(p);
+            interrupt::check()
+        });
+        if let Err(e) = result {
+            // This infrastructure's stemcells come all or not at all, as the whole set does.
+            for p in &packed {
+                let _ = std::fs::remove_file(&p.tarball.path);
+            }
+            return Err(e);
+        }
     }
     timings.push(step(&format!("{}/pack", infra.name), start));
     let grub_password = assembled.and_then(|a| a.generated_grub_password);

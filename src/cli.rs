@@ -184,6 +184,26 @@ pub struct BuildArgs {
     pub agent: Option<String>,
     #[arg(long)]
     pub agent_sha256: Option<String>,
+    /// The davcli blobstore CLI: PATH or URL (installed as /var/vcap/bosh/bin/bosh-blobstore-dav).
+    #[arg(long, value_name = "PATH|URL")]
+    pub blobstore_dav: Option<String>,
+    #[arg(long, value_name = "HEX")]
+    pub blobstore_dav_sha256: Option<String>,
+    /// The GCS blobstore CLI: PATH or URL.
+    #[arg(long, value_name = "PATH|URL")]
+    pub blobstore_gcs: Option<String>,
+    #[arg(long, value_name = "HEX")]
+    pub blobstore_gcs_sha256: Option<String>,
+    /// The S3 blobstore CLI: PATH or URL.
+    #[arg(long, value_name = "PATH|URL")]
+    pub blobstore_s3: Option<String>,
+    #[arg(long, value_name = "HEX")]
+    pub blobstore_s3_sha256: Option<String>,
+    /// The Azure Storage blobstore CLI: PATH or URL.
+    #[arg(long, value_name = "PATH|URL")]
+    pub blobstore_azure_storage: Option<String>,
+    #[arg(long, value_name = "HEX")]
+    pub blobstore_azure_storage_sha256: Option<String>,
     /// GRUB superuser (vcap) password; a random one per build when absent (printed at the end).
     /// Required with SOURCE_DATE_EPOCH, for reproducible disks.
     #[arg(long)]
@@ -423,8 +443,13 @@ fn build(a: BuildArgs) -> Result<()> {
         os: a.os,
         os_image: a.os_image,
         mirror: a.mirror,
-        agent: a.agent,
-        agent_sha256: a.agent_sha256,
+        inputs: vec![
+            ("bosh-agent", a.agent, a.agent_sha256),
+            ("bosh-blobstore-dav", a.blobstore_dav, a.blobstore_dav_sha256),
+            ("bosh-blobstore-gcs", a.blobstore_gcs, a.blobstore_gcs_sha256),
+            ("bosh-blobstore-s3", a.blobstore_s3, a.blobstore_s3_sha256),
+            ("bosh-blobstore-azure-storage", a.blobstore_azure_storage, a.blobstore_azure_storage_sha256),
+        ],
         grub_password: a.grub_password,
         work_dir: a.work_dir,
         output_dir: a.output_dir,

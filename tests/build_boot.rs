@@ -10,6 +10,7 @@ mod boot;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
@@ -33,6 +34,10 @@ fn e2e_dir() -> PathBuf {
 
 fn standin_agent() -> PathBuf {
     manifest_dir().join("tests/fixtures/standin-agent/bosh-agent")
+}
+
+fn standin_dav_cli() -> PathBuf {
+    manifest_dir().join("tests/fixtures/standin-blobstore/bosh-blobstore-dav")
 }
 
 fn sha256_file(p: &Path) -> String {
@@ -63,6 +68,9 @@ fn build_into(out: &Path, infrastructures: &[&str], keep_disks: bool) -> Result<
     cmd.args(["--version", VERSION, "--os", "debian-bookworm", "--agent"])
         .arg(&agent)
         .args(["--agent-sha256", &sha256_file(&agent)])
+        .arg("--blobstore-dav")
+        .arg(standin_dav_cli())
+        .args(["--blobstore-dav-sha256", &sha256_file(&standin_dav_cli())])
         .args(["--grub-password", GRUB_PASSWORD, "--force", "--work-dir"])
         .arg(e2e_dir().join("work"))
         .arg("-o")
@@ -182,6 +190,12 @@ fn build_writes_verified_stemcells_with_the_official_layout() -> Result<()> {
     std::fs::remove_file(&raw)?;
     let checks = run(stemcell().arg("test-image").arg(&files))?;
     assert!(checks.contains(" 0 failed"), "{checks}");
+
+    // The blobstore CLI given with --blobstore-dav is installed under its official name.
+    let dav = files.join("var/vcap/bosh/bin/bosh-blobstore-dav");
+    assert_eq!(std::fs::read(&dav)?, std::fs::read(standin_dav_cli())?, "{}", dav.display());
+    assert_eq!(std::fs::metadata(&dav)?.permissions().mode() & 0o777, 0o755);
+    assert!(!files.join("var/vcap/bosh/bin/bosh-blobstore-s3").exists(), "no CLI that was not given");
     Ok(())
 }
 
@@ -296,6 +310,14 @@ fn bad_build_inputs_are_refused_with_one_line() -> Result<()> {
     c.args(["--infrastructure", "nimbus", "--agent"]).arg(&agent).args(["--agent-sha256", &sha256_file(&agent)]);
     let e = stderr_of(&mut c);
     assert!(e.contains("nimbus") && e.contains("openstack") && e.contains("vsphere"), "{e}");
+
+    // A blobstore CLI without its digest; the error names the flag to add.
+    let mut c = stemcell();
+    base(&mut c);
+    c.args(["--infrastructure", "openstack", "--agent"]).arg(&agent).args(["--agent-sha256", &sha256_file(&agent)]);
+    c.arg("--blobstore-s3").arg(standin_dav_cli());
+    let e = stderr_of(&mut c);
+    assert!(e.contains("bosh-blobstore-s3") && e.contains("--blobstore-s3-sha256"), "{e}");
 
     let wrong = "0".repeat(64);
     let mut c = stemcell();

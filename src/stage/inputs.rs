@@ -57,7 +57,8 @@ impl InputSpec {
             bail!("unknown input `{name}` (known: {})", known.join(", "));
         }
         let Some(sha256) = sha256 else {
-            bail!("{name}: {location}: a sha256 is required (e.g. --agent-sha256 HEX)");
+            let flag = name.strip_prefix("bosh-").unwrap_or(name);
+            bail!("{name}: {location}: a sha256 is required (e.g. --{flag}-sha256 HEX)");
         };
         let sha256 = sha256.trim().to_ascii_lowercase();
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
