@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 const VERSION: &str = "0.0.1";
@@ -95,6 +95,14 @@ fn built() -> &'static (PathBuf, String) {
     })
 }
 
+/// One test at a time after the shared build: their temporary disks never add up (the suite
+/// must fit on a CI machine's disk), and two TCG guests on a 2-core machine never starve each
+/// other.
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 const OPENSTACK: &str = "bosh-stemcell-0.0.1-openstack-kvm-debian-bookworm.tgz";
 const OPENSTACK_RAW: &str = "bosh-stemcell-0.0.1-openstack-kvm-debian-bookworm-raw.tgz";
 const VSPHERE: &str = "bosh-stemcell-0.0.1-vsphere-esxi-debian-bookworm.tgz";
@@ -120,6 +128,7 @@ fn root_partition_offset(layout: &str) -> u64 {
 #[test]
 fn build_writes_verified_stemcells_with_the_official_layout() -> Result<()> {
     let (out, report) = built();
+    let _one = one_at_a_time();
     for name in [OPENSTACK, OPENSTACK_RAW, VSPHERE] {
         let tgz = out.join(name);
         assert!(tgz.is_file(), "{name} missing; report:\n{report}");
@@ -141,9 +150,27 @@ fn build_writes_verified_stemcells_with_the_official_layout() -> Result<()> {
     let packages = run(Command::new("tar").arg("-xzOf").arg(out.join(OPENSTACK)).arg("packages.txt"))?;
     assert!(packages.contains("ii  linux-image-amd64"), "packages.txt lists the kernel");
 
+    let tmp = tempfile::Builder::new().prefix("verify.").tempdir_in(e2e_dir())?;
+    // The VMDK against the raw disk it was made from; first, so the kept disks go early.
+    let vdir = tmp.path().join("vs");
+    std::fs::create_dir_all(&vdir)?;
+    run(Command::new("bash")
+        .args(["-e", "-o", "pipefail", "-c", "tar -xzOf \"$1\" image | tar -xzf - -C \"$2\"", "sh"])
+        .arg(out.join(VSPHERE))
+        .arg(&vdir))?;
+    // The build kept its raw disks (--keep-disks) for this comparison; they go once compared.
+    let disks = e2e_dir().join("work/disks");
+    let compared = run(Command::new("qemu-img").args(["compare", "-q", "-f", "raw", "-F", "vmdk"]).arg(disks.join("vsphere.raw")).arg(vdir.join("image-disk1.vmdk")));
+    let _ = std::fs::remove_dir_all(&disks);
+    compared?;
+    let schema = manifest_dir().join("tests/data/ovf-schema/ovf-envelope.xsd");
+    run(Command::new("xmllint").args(["--noout", "--schema"]).arg(&schema).arg(vdir.join("image.ovf")))?;
+    let ovf = std::fs::read_to_string(vdir.join("image.ovf"))?;
+    assert!(ovf.contains(r#"vmw:value="efi""#), "vSphere boots UEFI");
+    std::fs::remove_dir_all(&vdir)?;
+
     // The raw disk, as the `-raw` stemcell ships it: MBR, ESP first, root last (agent-needs
     // §1.2).
-    let tmp = tempfile::Builder::new().prefix("verify.").tempdir_in(e2e_dir())?;
     let raw = extract_disk(&out.join(OPENSTACK_RAW), "root.img", &tmp.path().join("raw"))?;
     let layout = run(Command::new("sfdisk").arg("-d").arg(&raw))?;
     assert!(layout.contains("label: dos"), "{layout}");
@@ -161,23 +188,6 @@ fn build_writes_verified_stemcells_with_the_official_layout() -> Result<()> {
     run(Command::new("qemu-img").args(["check", "-q"]).arg(&root_img))?;
     run(Command::new("qemu-img").args(["compare", "-q", "-f", "raw", "-F", "qcow2"]).arg(&raw).arg(&root_img))?;
     std::fs::remove_file(&root_img)?;
-
-    let vdir = tmp.path().join("vs");
-    std::fs::create_dir_all(&vdir)?;
-    run(Command::new("bash")
-        .args(["-e", "-o", "pipefail", "-c", "tar -xzOf \"$1\" image | tar -xzf - -C \"$2\"", "sh"])
-        .arg(out.join(VSPHERE))
-        .arg(&vdir))?;
-    // The build kept its raw disks (--keep-disks) for this comparison; they go once compared.
-    let disks = e2e_dir().join("work/disks");
-    let compared = run(Command::new("qemu-img").args(["compare", "-q", "-f", "raw", "-F", "vmdk"]).arg(disks.join("vsphere.raw")).arg(vdir.join("image-disk1.vmdk")));
-    let _ = std::fs::remove_dir_all(&disks);
-    compared?;
-    let schema = manifest_dir().join("tests/data/ovf-schema/ovf-envelope.xsd");
-    run(Command::new("xmllint").args(["--noout", "--schema"]).arg(&schema).arg(vdir.join("image.ovf")))?;
-    let ovf = std::fs::read_to_string(vdir.join("image.ovf"))?;
-    assert!(ovf.contains(r#"vmw:value="efi""#), "vSphere boots UEFI");
-    std::fs::remove_dir_all(&vdir)?;
 
     // The OS-image parity checks still hold on the root filesystem as shipped: copied out of
     // the disk's ext4 (debugfs, no mount) and checked by `test-image`. debugfs drops setuid
@@ -202,6 +212,7 @@ fn build_writes_verified_stemcells_with_the_official_layout() -> Result<()> {
 #[test]
 fn rebuild_with_source_date_epoch_is_byte_identical() -> Result<()> {
     let (out, _) = built();
+    let _one = one_at_a_time();
     let again = e2e_dir().join("out-again");
     let _ = std::fs::remove_dir_all(&again);
     build_into(&again, &["openstack"], false)?;
@@ -216,11 +227,7 @@ fn rebuild_with_source_date_epoch_is_byte_identical() -> Result<()> {
     Ok(())
 }
 
-/// One VM at a time: two TCG guests on a 2-core machine starve each other.
-static VM: Mutex<()> = Mutex::new(());
-
 fn boot_and_expect(infrastructure: &str, disk: &Path, backing_format: &str, settings_marker: &str, sources: &str) -> Result<()> {
-    let _one = VM.lock().unwrap_or_else(|e| e.into_inner());
     let work = tempfile::Builder::new().prefix("boot.").tempdir_in(e2e_dir())?;
     // The VM disk is larger than the image, as a cloud's is (the agent wants free space after
     // the root partition when there is no ephemeral disk).
@@ -267,6 +274,7 @@ fn boot_and_expect(infrastructure: &str, disk: &Path, backing_format: &str, sett
 #[test]
 fn openstack_qcow2_boots_under_seabios_and_the_agent_reads_the_config_drive() -> Result<()> {
     let (out, _) = built();
+    let _one = one_at_a_time();
     let dir = tempfile::Builder::new().prefix("boot-openstack.").tempdir_in(e2e_dir())?;
     let root_img = extract_disk(&out.join(OPENSTACK), "root.img", dir.path())?;
     boot_and_expect(
@@ -281,6 +289,7 @@ fn openstack_qcow2_boots_under_seabios_and_the_agent_reads_the_config_drive() ->
 #[test]
 fn vsphere_vmdk_boots_under_ovmf_and_the_agent_reads_env_from_the_cdrom() -> Result<()> {
     let (out, _) = built();
+    let _one = one_at_a_time();
     let dir = tempfile::Builder::new().prefix("boot-vsphere.").tempdir_in(e2e_dir())?;
     let vmdk = extract_disk(&out.join(VSPHERE), "image-disk1.vmdk", dir.path())?;
     boot_and_expect("vsphere", &vmdk, "vmdk", "settings=CDROM:/dev/sr0:env", "agent_json=CDROM")
