@@ -41,6 +41,18 @@ pub struct OverlaySpec {
     pub mountpoint: PathBuf,
 }
 
+impl OverlaySpec {
+    /// The overlay mount options, to be used with `layers_dir` as the working directory.
+    pub fn mount_options(&self) -> String {
+        let mut options = format!("lowerdir={}", self.lower.join(":"));
+        if let Some(upper) = &self.upper {
+            let work = self.work.as_deref().unwrap_or_default();
+            options.push_str(&format!(",upperdir={upper},workdir={work}"));
+        }
+        options
+    }
+}
+
 /// A root directory commands can be run in.
 pub struct Session {
     root: PathBuf,
@@ -66,18 +78,14 @@ pub enum Exec {
     Host,
 }
 
-/// Runs as PID 1 of the new namespaces. Arguments: exec-kind root layers-dir lowerdirs upper
-/// work script, then NAME=VALUE pairs for the clean environment.
+/// Runs as PID 1 of the new namespaces. Arguments: exec-kind root layers-dir overlay-options
+/// (empty for a plain directory) script binds, then NAME=VALUE pairs for the clean environment.
 const SETUP: &str = r#"set -eu
-kind=$1 R=$2 layers=$3 lower=$4 upper=$5 work=$6 script=$7 binds=$8
-shift 8
-if [ -n "$lower" ]; then
+kind=$1 R=$2 layers=$3 overlay=$4 script=$5 binds=$6
+shift 6
+if [ -n "$overlay" ]; then
   cd "$layers"
-  if [ -n "$upper" ]; then
-    mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$R"
-  else
-    mount -t overlay overlay -o "lowerdir=$lower" "$R"
-  fi
+  mount -t overlay overlay -o "$overlay" "$R"
   cd /
 fi
 if [ "$kind" = host ]; then
@@ -288,21 +296,16 @@ impl Session {
         stdout: Stdio,
         stderr: Stdio,
     ) -> Result<Child> {
-        let (layers, lower, upper, work) = match &self.spec {
-            RootSpec::Dir => (PathBuf::new(), String::new(), String::new(), String::new()),
-            RootSpec::Overlay(o) => (
-                o.layers_dir.clone(),
-                o.lower.join(":"),
-                o.upper.clone().unwrap_or_default(),
-                o.work.clone().unwrap_or_default(),
-            ),
+        let (layers, overlay) = match &self.spec {
+            RootSpec::Dir => (PathBuf::new(), String::new()),
+            RootSpec::Overlay(o) => (o.layers_dir.clone(), o.mount_options()),
         };
         let mut cmd = private_namespaces();
         cmd.args(["/bin/sh", "-c", SETUP, "stemcell-setup"])
         .arg(if exec == Exec::Host { "host" } else { "chroot" })
         .arg(&self.root)
         .arg(&layers)
-        .args([&lower, &upper, &work, script])
+        .args([&overlay, script])
         .arg(
             self.binds
                 .iter()

@@ -11,12 +11,17 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 
-/// Undo the build-only changes, then stream the tree as tar on stdout. Owners numeric, so the
-/// image's uids are kept whatever the build host's /etc/passwd says; file capabilities kept.
-const EXPORT_SCRIPT: &str = r#"rm -f "$ROOT/usr/sbin/policy-rc.d"
+/// Undoes, in the tree at `$ROOT`, what only the build needed: the `policy-rc.d` that keeps
+/// daemons from starting, and the host's name servers in a regular `/etc/resolv.conf`. Every
+/// shipped tree goes through it: the OS image tarball and each stemcell's root.
+pub const UNDO_BUILD_ONLY: &str = r#"rm -f "$ROOT/usr/sbin/policy-rc.d"
 rc="$ROOT/etc/resolv.conf"
 if [ -f "$rc" ] && [ ! -L "$rc" ]; then : > "$rc"; fi
-exec tar --numeric-owner --xattrs --xattrs-include=security.capability --sort=name -C "$ROOT" -cf - .
+"#;
+
+/// After [`UNDO_BUILD_ONLY`], streams the tree as tar on stdout. Owners numeric, so the image's
+/// uids are kept whatever the build host's /etc/passwd says; file capabilities kept.
+const EXPORT_TAR: &str = r#"exec tar --numeric-owner --xattrs --xattrs-include=security.capability --sort=name -C "$ROOT" -cf - .
 "#;
 
 /// Writes the merged view of `lower` (layer names, topmost first) to `output` as a gzip tarball.
@@ -43,7 +48,7 @@ pub fn write_tarball(
             .with_context(|| format!("{}: cannot create log", log.display()))?;
         let mut child = session.spawn(
             Exec::Host,
-            EXPORT_SCRIPT,
+            &format!("{UNDO_BUILD_ONLY}{EXPORT_TAR}"),
             Stdio::null(),
             Stdio::piped(),
             Stdio::from(log_file),

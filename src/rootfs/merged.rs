@@ -8,6 +8,8 @@
 //! can be left mounted. [`enter_private_mount_namespace`] must run before the process starts a
 //! thread: threads created afterwards share the new namespace, earlier ones would not.
 
+use super::chroot::OverlaySpec;
+use super::export::UNDO_BUILD_ONLY;
 use super::layers::{remove_tree, LayerStore};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -32,7 +34,7 @@ pub struct MergedRoot {
 impl MergedRoot {
     /// Mounts `lower` (layer names, topmost first) of `store` under a fresh scratch layer
     /// `<work>/finish/<pid>.<name>/` and undoes the build-only pieces there, as the OS image
-    /// export does: `policy-rc.d` removed, a regular `/etc/resolv.conf` emptied.
+    /// export does ([`UNDO_BUILD_ONLY`]).
     pub fn mount(store: &LayerStore, lower: &[String], name: &str) -> Result<Self> {
         let finish = store.work_dir().join("finish");
         remove_stale(&finish);
@@ -44,31 +46,22 @@ impl MergedRoot {
             std::fs::create_dir_all(&p).with_context(|| format!("{}: cannot create", p.display()))?;
         }
         // Layer names relative to the layer directory keep the options under the one-page limit.
-        let options = format!(
-            "lowerdir={},upperdir={},workdir={}",
-            lower.join(":"),
-            merged.scratch.join("upper").display(),
-            merged.scratch.join("work").display()
-        );
-        let out = std::process::Command::new("mount")
-            .current_dir(store.dir())
-            .args(["-t", "overlay", "overlay", "-o", &options])
-            .arg(&merged.root)
-            .output()
-            .context("cannot run mount")?;
-        if !out.status.success() {
-            bail!(
-                "{}: cannot mount the layer stack: {}",
-                merged.root.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let root = merged.path();
-        let _ = std::fs::remove_file(root.join("usr/sbin/policy-rc.d"));
-        let rc = root.join("etc/resolv.conf");
-        if rc.symlink_metadata().map(|m| m.is_file()).unwrap_or(false) {
-            std::fs::write(&rc, b"").with_context(|| format!("{}: cannot empty", rc.display()))?;
-        }
+        let overlay = OverlaySpec {
+            layers_dir: store.dir().to_path_buf(),
+            lower: lower.to_vec(),
+            upper: Some(merged.scratch.join("upper").to_string_lossy().into_owned()),
+            work: Some(merged.scratch.join("work").to_string_lossy().into_owned()),
+            mountpoint: merged.root.clone(),
+        };
+        let mut mount = std::process::Command::new("mount");
+        mount
+            .current_dir(&overlay.layers_dir)
+            .args(["-t", "overlay", "overlay", "-o", &overlay.mount_options()])
+            .arg(&overlay.mountpoint);
+        run(mount, &merged.root, "cannot mount the layer stack")?;
+        let mut undo = std::process::Command::new("/bin/sh");
+        undo.args(["-e", "-c", UNDO_BUILD_ONLY]).env("ROOT", &merged.root);
+        run(undo, &merged.root, "cannot undo the build-only changes")?;
         Ok(merged)
     }
 
@@ -89,6 +82,15 @@ impl Drop for MergedRoot {
         let _ = nix::mount::umount2(&self.root, nix::mount::MntFlags::MNT_DETACH);
         let _ = remove_tree(&self.scratch);
     }
+}
+
+/// Runs `cmd`; a failure becomes one line naming `path`, `what` failed and the command's stderr.
+fn run(mut cmd: std::process::Command, path: &Path, what: &str) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("{}: {what}: cannot start {cmd:?}", path.display()))?;
+    if !out.status.success() {
+        bail!("{}: {what}: {}", path.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
 }
 
 /// Removes scratch layers of earlier builds whose process is gone (killed before its drop ran).
