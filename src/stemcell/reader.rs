@@ -320,7 +320,7 @@ fn probe_image(entry: &mut dyn Read, size: u64, extract_to: Option<&Path>) -> Re
         }
     } else if &magic[..got] == b"BZh" {
         probe.container = "bzip2".into();
-        // Multi-stream: parallel compressors (ours, pbzip2) concatenate independent streams.
+        // Ours is one stream; pbzip2 and older builds of ours concatenate several: read them all.
         let mut dec = bzip2::read::MultiBzDecoder::new(rest);
         let mut dest = match extract_to {
             Some(dir) => {
