@@ -7,7 +7,7 @@
 # implemented yet) show "n/a" instead of aborting the run.
 #
 # Usage: ci/bench.sh [WORKDIR]        (default: a fresh directory under /var/tmp)
-# Environment: RUNS (default 3), ONLY (regex of row groups to run: qcow2|vmdk|vhd|vhd-fixed|openstack),
+# Environment: RUNS (default 3), ONLY (regex of row groups to run: qcow2|vmdk|vhd|vhd-fixed|openstack|cloudstack),
 #              STEMCELL (binary to use instead of building target/release/stemcell).
 #
 # The input disk: 5 GiB virtual, about 700 MiB of data laid out like a root filesystem image:
@@ -23,7 +23,7 @@ mkdir -p "$work"
 work=$(cd "$work" && pwd)
 TIME=/usr/bin/time
 
-for tool in qemu-img tar sha1sum "$TIME"; do
+for tool in qemu-img tar sha1sum bzip2 "$TIME"; do
     command -v "$tool" >/dev/null || { echo "bench: $tool is missing" >&2; exit 1; }
 done
 
@@ -96,7 +96,21 @@ official_openstack() {
     tar zcf stemcell.tgz stemcell.MF packages.txt dev_tools_file_list.txt image
     rm -f root.img image
 }
-export -f official_openstack
+# The official CloudStack packing: a dynamic VHD, bzip2 (single-threaded) as the image member.
+official_cloudstack() {
+    local dir=$1
+    mkdir -p "$dir" && cd "$dir"
+    qemu-img convert -O vpc -o subformat=dynamic "$disk" root.vhd
+    bzip2 -9 -c root.vhd > image
+    local sha1
+    sha1=$(sha1sum image | cut -d' ' -f1)
+    printf -- "---\nname: bosh-cloudstack-xen-ubuntu-noble-go_agent\nversion: '0.1'\nbosh_protocol: '1'\napi_version: 3\nsha1: %s\noperating_system: ubuntu-noble\nstemcell_formats:\n- cloudstack-vhdx\ncloud_properties:\n  name: bosh-cloudstack-xen-ubuntu-noble-go_agent\n  version: '0.1'\n" "$sha1" >stemcell.MF
+    : >packages.txt
+    : >dev_tools_file_list.txt
+    tar zcf stemcell.tgz stemcell.MF packages.txt dev_tools_file_list.txt image
+    rm -f root.vhd image
+}
+export -f official_openstack official_cloudstack
 export disk
 
 run() { [[ $1 =~ $ONLY ]]; }
@@ -125,6 +139,11 @@ if run openstack; then
     measure "stemcell openstack" "$q/ours" "$STEMCELL" package --infrastructure openstack --os ubuntu-noble \
         --version 0.1 --disk-format qcow2 --disk "$disk" -o "$q/ours"
 fi
+if run cloudstack; then
+    measure "official cloudstack" "$q/official-cs" bash -c 'official_cloudstack "$0"' "$q/official-cs"
+    measure "stemcell cloudstack" "$q/ours-cs" "$STEMCELL" package --infrastructure cloudstack --os ubuntu-noble \
+        --version 0.1 --disk "$disk" -o "$q/ours-cs"
+fi
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- report -----------------------------------------------------------------------------------
@@ -139,7 +158,8 @@ echo
 echo "| tool | time median (s) | speed vs reference | CPU user+sys (s) | size (bytes) | size vs reference | peak RSS (MiB) |"
 echo "|---|---|---|---|---|---|---|"
 for pair in "qemu-img qcow2:stemcell qcow2" "qemu-img vmdk:stemcell vmdk" "qemu-img vhd:stemcell vhd" \
-    "qemu-img vhd-fixed:stemcell vhd-fixed" "official openstack:stemcell openstack"; do
+    "qemu-img vhd-fixed:stemcell vhd-fixed" "official openstack:stemcell openstack" \
+    "official cloudstack:stemcell cloudstack"; do
     ref=${pair%%:*} ours=${pair#*:}
     [[ -n ${T[$ref]:-} ]] || continue
     echo "| $ref | ${T[$ref]} | 1.00 | ${CPU[$ref]} | ${SIZE[$ref]} | 1.00 | ${RSS[$ref]} |"
