@@ -312,7 +312,8 @@ mod tests {
         }
     }
 
-    /// The OpenStack jammy manifest as `stemcell_packager.rb` writes it (Ruby Psych YAML), byte for byte.
+    /// The OpenStack jammy manifest composed from `stemcell_packager.rb` (ubuntu-jammy, 2024-10) and
+    /// Ruby Psych's quoting, byte for byte.
     #[test]
     fn matches_the_reference_text() {
         let want = "---
