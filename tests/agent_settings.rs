@@ -1,5 +1,5 @@
 //! agent.json per infrastructure: the typed constructors against the reference documents
-//! (tests/fixtures/agent-json, from official-builder.md §4.5), and the OS-dependent parts.
+//! (tests/fixtures/agent-json, from the official builder's agent.json files), and the OS-dependent parts.
 
 use serde_json::Value;
 use std::path::Path;

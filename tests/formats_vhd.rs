@@ -279,7 +279,7 @@ fn checker_survives_random_corruption() {
     }
 }
 
-/// The checker agrees with vhd-util's verdicts on qemu-img's VHDs (formats.md §2.6 test matrix):
+/// The checker agrees with vhd-util's verdicts on qemu-img's VHDs (docs/formats.md "VHD creator and size"):
 /// plain dynamic and fixed are valid, force_size (maximum geometry) is "geometry too large".
 #[test]
 fn checker_agrees_with_vhd_util_on_qemu_img_output() {

@@ -268,8 +268,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The image checks load, their ids are unique, their scripts parse, and the §8.2 checks
-/// that apply to an OS image are all there.
+/// The image checks load, their ids are unique, their scripts parse, and the official OS-image
+/// checks (cloudfoundry/bosh-linux-stemcell-builder `bosh-stemcell/spec/os_image/ubuntu_spec.rb`,
+/// numbered as in checks/os-image.yaml) are all there.
 #[test]
 fn image_checks_load_and_cover_the_os_image_checks() {
     let checks = stemcell::imagetest::load_checks(&root()).unwrap();
@@ -277,8 +278,8 @@ fn image_checks_load_and_cover_the_os_image_checks() {
         shell_parses(&check.script, &format!("check {}", check.id));
     }
     let ids: BTreeSet<&str> = checks.iter().map(|c| c.id.as_str()).collect();
-    // §8.2 checks not marked S-, minus 17 (GRUB is installed by the stemcell stages here) and
-    // 66 (S- in the reference list).
+    // The numbered checks not marked S- (stemcell-only), minus 17 (GRUB is installed by the
+    // stemcell stages here) and 66 (stemcell-only).
     let expected = (1..=37)
         .chain(44..=65)
         .chain(67..=76)

@@ -1,11 +1,13 @@
 //! The boot configuration written into the root directory before ext4 is built:
 //! `/boot/grub/grub.cfg`, the ESP stub `grub.cfg`, `/etc/fstab`, `/etc/default/grub`
-//! (official-builder §5.3, §5.4). Everything refers to filesystems by UUID.
+//! (cloudfoundry/bosh-linux-stemcell-builder `stemcell_builder/stages/image_install_grub/apply.sh`).
+//! Everything refers to filesystems by UUID.
 
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 
-/// The Noble kernel command line (official-builder §5.4: jammy's list without `ipv6.disable=1`,
+/// The Noble kernel command line (`GRUB_CMDLINE_LINUX` of cloudfoundry/bosh-linux-stemcell-builder
+/// `stemcell_builder/stages/image_install_grub/apply.sh`: jammy's list without `ipv6.disable=1`,
 /// `apparmor=1 security=apparmor` and `systemd.unified_cgroup_hierarchy=false`).
 /// Infrastructure suffixes (e.g. `console=hvc0`) are appended by the caller.
 pub const NOBLE_KERNEL_OPTIONS: &[&str] = &[
@@ -153,7 +155,7 @@ impl BootConfig<'_> {
 
 /// The stub config on the ESP (`EFI/BOOT/grub.cfg`): finds the root filesystem and hands over
 /// to its `/boot/grub/grub.cfg`. BOOTX64.EFI's built-in config does the same; the stub serves
-/// signed shim+grub chains, which read `grub.cfg` next to themselves (formats.md §6.2).
+/// signed shim+grub chains, which read `grub.cfg` next to themselves (docs/formats.md "ESP for signed boot chains").
 pub fn esp_stub_cfg(root_uuid: &str) -> String {
     format!(
         "search --no-floppy --fs-uuid --set=root {root_uuid}\n\

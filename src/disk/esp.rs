@@ -1,7 +1,7 @@
-//! The EFI system partition, built with `fatfs` inside the disk file (formats.md §6).
+//! The EFI system partition, built with `fatfs` inside the disk file (docs/formats.md "fatfs 0.3.6").
 //!
 //! FAT16 like the official `mkfs.vfat` on 48 MiB, which the BOSH agent relies on: it skips
-//! the first `parted -m print` line only when that filesystem is `fat16` (agent-needs §1.2).
+//! the first `parted -m print` line only when that filesystem is `fat16` (docs/agent-needs.md "Disk layout").
 //! Timestamps come from one fixed instant (SOURCE_DATE_EPOCH or now) and the volume id from
 //! [`crate::disk::DiskIds`], so the ESP is reproducible.
 

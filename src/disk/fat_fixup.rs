@@ -1,4 +1,4 @@
-//! Repairs the two directory-entry bugs of `fatfs` 0.3.6 (formats.md §6.1), so the ESP is clean
+//! Repairs the two directory-entry bugs of `fatfs` 0.3.6 (docs/formats.md "fatfs 0.3.6"), so the ESP is clean
 //! under `fsck.vfat -n` (BOSH mounts the ESP with fsck pass 1; a boot-time `fsck.vfat -a`
 //! would otherwise rewrite it):
 //! 1. `create_dir` writes an LFN entry before "." and before ".." (LFN, ".", LFN, "..");

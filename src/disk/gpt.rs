@@ -1,4 +1,4 @@
-//! The GPT partition table (formats.md §5.1–§5.4), written with the `gpt` crate.
+//! The GPT partition table (UEFI specification, "GUID Partition Table (GPT) Disk Layout"), written with the `gpt` crate.
 //!
 //! Every GUID comes from [`DiskIds`], never from the crate's random generator, so a GPT disk
 //! is reproducible. All 128 entries are kept (unused ones zero), as sgdisk and parted expect.

@@ -1,6 +1,7 @@
 //! What disk to build ([`DiskSpec`]) and where each partition goes ([`Layout`]).
 //!
-//! Invariants of every layout (official-builder §5.2, agent-needs §1.2):
+//! Invariants of every layout (cloudfoundry/bosh-linux-stemcell-builder `stemcell_builder/stages/image_create_efi/apply.sh`,
+//! docs/agent-needs.md "Disk layout"):
 //! - the root partition is the LAST partition, so the agent can add partitions after it;
 //! - partitions start on 1 MiB boundaries; the first starts at 1 MiB, which leaves the
 //!   2047-sector gap after the MBR for GRUB's core.img on MBR disks;
@@ -152,7 +153,8 @@ pub struct DiskSpec {
     pub table: PartitionTable,
     pub boot: BootModes,
     pub ids: DiskIds,
-    /// Kernel command line options after `root=UUID=… ro` (official-builder §5.4 plus the
+    /// Kernel command line options after `root=UUID=… ro` (`GRUB_CMDLINE_LINUX` of the builder's
+    /// `stemcell_builder/stages/image_install_grub/apply.sh` plus the
     /// infrastructure's console options).
     pub kernel_options: Vec<String>,
     pub grub_password: GrubPassword,

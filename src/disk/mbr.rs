@@ -1,4 +1,4 @@
-//! The msdos (MBR) partition table in LBA 0 (formats.md §5.5).
+//! The msdos (MBR) partition table in LBA 0 (UEFI specification, "Legacy Master Boot Record").
 //!
 //! Only the table, the disk signature and the 0x55AA mark are written here; the 440 bytes of
 //! boot code are GRUB's boot.img, written by [`crate::disk::grub`], which keeps this table.

@@ -13,7 +13,8 @@ use sha1::{Digest, Sha1};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 
-/// Member names, as ovftool names them for BOSH (official-builder.md §5.6).
+/// Member names, as ovftool names them for BOSH (cloudfoundry/bosh-linux-stemcell-builder
+/// `stemcell_builder/stages/prepare_ovf_image_stemcell/apply.sh`).
 pub const OVF_NAME: &str = "image.ovf";
 pub const MANIFEST_NAME: &str = "image.mf";
 pub const VMDK_NAME: &str = "image-disk1.vmdk";

@@ -1,5 +1,6 @@
-//! The OVF 1.0 descriptor and manifest for vSphere (formats.md §4.1, §4.2, §4.4;
-//! official-builder.md §5.6): what ovftool would produce from BOSH's VMX, written directly.
+//! The OVF 1.0 descriptor and manifest for vSphere (DMTF DSP0243, docs/formats.md "OVF descriptor";
+//! cloudfoundry/bosh-linux-stemcell-builder `stemcell_builder/stages/image_ovf_vmx/apply.sh` and
+//! `image_ovf_generate/apply.sh`): what ovftool would produce from BOSH's VMX, written directly.
 //!
 //! The virtual machine: hardware family vmx-13 (ESXi 6.5+), guest ubuntu64Guest (CIM id 94),
 //! an LSI Logic SCSI controller holding the disk, a SATA controller with an empty CD-ROM (the

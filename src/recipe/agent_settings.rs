@@ -6,9 +6,10 @@
 //! struct denies unknown fields so a typo in an infrastructure file is an error, not a silent no-op.
 //!
 //! One constructor per infrastructure gives exactly the official structure
-//! (official-builder.md §4.5, consumers.md §7.3, agent-needs.md §1.5). Systemd-based systems
-//! (Ubuntu noble, Debian) add `"ServiceManager": "systemd"`; jammy runs the agent under runit and
-//! leaves it unset (§2.8, §4.2).
+//! (cloudfoundry/bosh-linux-stemcell-builder `stemcell_builder/stages/bosh_<iaas>_agent_settings/assets/agent.json`;
+//! docs/agent-needs.md "agent.json"). Systemd-based systems (Ubuntu noble, Debian) add
+//! `"ServiceManager": "systemd"`; jammy runs the agent under runit and leaves it unset (the
+//! builder's `stemcell_builder/stages/bosh_go_agent`: `assets/runit/agent/run` vs `assets/bosh-agent.service`).
 //!
 //! Invariants: an `Option` field that is `None` is absent from the JSON (never `null`), and
 //! every config has at least one settings source (the agent refuses an empty list:
@@ -35,7 +36,7 @@ pub struct Platform {
     pub linux: LinuxOptions,
 }
 
-/// `Platform.Linux` (official-builder.md §4.6). All optional; the agent's defaults are Go zero
+/// `Platform.Linux` (cloudfoundry/bosh-agent `platform/linux_platform.go`, `LinuxOptions`). All optional; the agent's defaults are Go zero
 /// values, so an absent key and `false`/`""` mean the same to it, but the official files write
 /// only the keys they set, and so do we.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -53,7 +54,7 @@ pub struct LinuxOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitioner_type: Option<String>,
     /// Carve swap and `/var/vcap/data` out of the root disk after the root partition, which
-    /// must therefore be the last partition (agent-needs.md §1.2).
+    /// must therefore be the last partition (docs/agent-needs.md "Disk layout").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_partition_if_no_ephemeral_disk: Option<bool>,
     /// `virtio`, `scsi`, `iscsi`.
@@ -111,7 +112,7 @@ pub struct SettingsOptions {
     pub use_registry: Option<bool>,
 }
 
-/// One settings source; `Type` is the tag (consumers.md §7.2).
+/// One settings source; `Type` is the tag (cloudfoundry/bosh-agent `infrastructure/settings_source_factory.go`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "Type", deny_unknown_fields)]
 pub enum Source {
@@ -198,7 +199,7 @@ pub enum Source {
     },
 }
 
-/// How the image starts the agent (official-builder.md §4.2, §2.8).
+/// How the image starts the agent (cloudfoundry/bosh-linux-stemcell-builder `stemcell_builder/stages/bosh_go_agent`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InitSystem {
     /// `bosh-agent.service`; the agent drives monit with `systemctl`.
@@ -452,8 +453,8 @@ impl AgentConfig {
     }
 
     /// The config for an infrastructure on an OS: the preset plus the OS's service manager.
-    /// Warden keeps runit inside its containers on every OS (official-builder.md §2.8: "runit
-    /// is gone (except in warden)"), so it never gets `ServiceManager`.
+    /// Warden keeps runit inside its containers on every OS (cloudfoundry/bosh-linux-stemcell-builder
+    /// `stemcell_builder/stages/base_warden/apply.sh`), so it never gets `ServiceManager`.
     pub fn for_build(infrastructure: &str, os_name: &str) -> Result<Self> {
         Self::preset(infrastructure)?.with_init_system(infrastructure, os_name)
     }

@@ -1,4 +1,5 @@
-//! The `image` member, per disk format (official-builder.md §5.5, consumers.md §4): a gzip tar
+//! The `image` member, per disk format (cloudfoundry/bosh-linux-stemcell-builder
+//! `stemcell_builder/stages/prepare_*_image_stemcell/apply.sh`): a gzip tar
 //! of `root.img` (qcow2 or raw), `disk.raw` (Google), `root.vhd` (Azure, fixed VHD), the
 //! vSphere OVF tar, a bzip2 stream of a dynamic VHD (CloudStack, no tar), or a gzip tar of the
 //! root filesystem (warden). Every builder returns the finished file with its SHA-1, computed

@@ -1,4 +1,5 @@
-//! Light stemcells (official-builder.md §7): the heavy tarball's members with an empty
+//! Light stemcells (cloudfoundry/bosh-aws-light-stemcell-builder, cloudfoundry/bosh-stemcells-ci
+//! `ci/tasks/light-google`, bosh-cli `cmd/repack_stemcell.go`): the heavy tarball's members with an empty
 //! `image` and a manifest pointing at an image already in the cloud, written the way each
 //! official path writes it:
 //! - AWS: `light-stemcell-builder`'s Go struct (name, version, api_version, bosh_protocol "1",

@@ -1,6 +1,6 @@
-//! `stemcell.MF`: the heavy manifest as the official packager writes it (official-builder.md
-//! §6.3, key order and YAML types exact), and a type-checking reader used by inspect, verify
-//! and light (consumers.md §0–§2).
+//! `stemcell.MF`: the heavy manifest as the official packager writes it (cloudfoundry/bosh-linux-stemcell-builder `bosh-stemcell/lib/bosh/stemcell/stemcell_packager.rb`,
+//! key order and YAML types exact), and a type-checking reader used by inspect, verify
+//! and light (what bosh-cli `stemcell/reader.go` and the Director's `jobs/update_stemcell.rb` require).
 
 use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
@@ -185,7 +185,8 @@ impl ManifestView {
         }
     }
 
-    /// Types the Go CPIs decode strictly (consumers.md §5).
+    /// Types the Go CPIs decode strictly (`encoding/json` into typed structs, e.g.
+    /// cloudfoundry/bosh-google-cpi-release `src/bosh-google-cpi/action/create_stemcell.go`).
     fn check_cloud_properties(&mut self) {
         let cp = self.cloud_properties.clone();
         let expect = |key: &str, ok: fn(&Value) -> bool, want: &str, problems: &mut Vec<String>| {
@@ -311,7 +312,8 @@ mod tests {
         }
     }
 
-    /// The reference example of official-builder.md §6.4, byte for byte.
+    /// The OpenStack jammy manifest composed from `stemcell_packager.rb` (ubuntu-jammy, 2024-10) and
+    /// Ruby Psych's quoting, byte for byte.
     #[test]
     fn matches_the_reference_text() {
         let want = "---

@@ -1,6 +1,6 @@
 //! The stemcell tarball: manifest, image member, packing, light stemcells, inspect and verify.
 //!
-//! Map: `naming` (names, §6.1) → `manifest` (stemcell.MF types and reader) → `image` (the
+//! Map: `naming` (names) → `manifest` (stemcell.MF types and reader) → `image` (the
 //! `image` member per disk format) → `tarball` (tar/gzip writing, atomic output) → `pack`
 //! (heavy stemcells: `pack(&PackSpec, ImageSource, out_dir)`) and `light` (from a heavy one);
 //! `reader` reads a tarball in one pass for `inspect` and `verify`; `sbom` makes the SBOMs.

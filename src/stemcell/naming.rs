@@ -1,4 +1,5 @@
-//! Stemcell names and tarball file names (official-builder.md §6.1).
+//! Stemcell names and tarball file names (cloudfoundry/bosh-linux-stemcell-builder
+//! `bosh-stemcell/lib/bosh/stemcell/archive_filename.rb` and `definition.rb`).
 //!
 //! `bosh-<infra>-<hypervisor>-<os>[-go_agent][<format suffix>]` is the stemcell name; the
 //! tarball is `[light-]bosh-stemcell-<version>-<infra>-<hypervisor>-<os>[-go_agent][<suffix>].tgz`.

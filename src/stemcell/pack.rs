@@ -1,9 +1,10 @@
 //! Packing a heavy stemcell: build the `image` member (SHA-1 computed while writing), put it
 //! in the manifest, then write `stemcell.MF`, `packages.txt`, `dev_tools_file_list.txt` and
-//! `image`, in that order, as a gzip tar that appears atomically (official-builder.md §6.2).
+//! `image`, in that order, as a gzip tar that appears atomically (cloudfoundry/bosh-linux-stemcell-builder `bosh-stemcell/lib/bosh/stemcell/stemcell_packager.rb`).
 //!
 //! The SBOMs `sbom.spdx.json` and `sbom.cdx.json` follow `image`, as in official tarballs; they
-//! are generated from `packages.txt` (see `sbom`), which no consumer reads (consumers.md §0).
+//! are generated from `packages.txt` (see `sbom`), which no consumer reads (bosh-cli `stemcell/reader.go` and the
+//! Director's `jobs/update_stemcell.rb` read only `stemcell.MF` and `image`).
 
 use super::image::{self, ImageFile, ImageKind};
 use super::manifest::Manifest;

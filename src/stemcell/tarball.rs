@@ -1,5 +1,6 @@
-//! Writing the tar streams of a stemcell: GNU headers with the member rules of
-//! official-builder.md §6.2 (no `./`, mode 0644, uid/gid 0, one mtime), raw disks streamed
+//! Writing the tar streams of a stemcell: GNU headers with member names as the official
+//! packager's `tar zcf` gives them (cloudfoundry/bosh-linux-stemcell-builder
+//! `bosh-stemcell/lib/bosh/stemcell/stemcell_packager.rb`: no `./`), mode 0644, uid/gid 0, one mtime, raw disks streamed
 //! with holes and zero chunks handed on as "zeros" (never read, never copied), and the outer
 //! `.tgz` written atomically through the parallel gzip.
 

@@ -1,4 +1,5 @@
-//! `stemcell verify`: every check a consumer would make (consumers.md §0–§5), collected so
+//! `stemcell verify`: every check a consumer would make (bosh-cli `stemcell/reader.go` and `extractor.go`,
+//! cloudfoundry/bosh `src/bosh-director/lib/bosh/director/jobs/update_stemcell.rb`, the CPIs' `create_stemcell`), collected so
 //! that all problems are reported at once: gzip integrity, member names/types/order, required
 //! members, manifest YAML types, the image SHA-1, and the image itself parsed by the project's
 //! own readers (qcow2/VHD/VMDK checkers, OVF well-formedness and `.mf` digests, bzip2), or for

@@ -1,5 +1,5 @@
 //! The project's own qcow2 reader, used by `stemcell verify` and the tests: it recomputes what
-//! `qemu-img check` recomputes (formats.md §1.5) and also inflates every compressed cluster.
+//! `qemu-img check` recomputes (QEMU's `block/qcow2-refcount.c`) and also inflates every compressed cluster.
 //! Every problem is one line; the check goes on after a problem wherever it can.
 
 use super::header::{Header, COMPRESSED, COPIED, MAGIC, OFFSET_MASK, ZERO_FLAG};

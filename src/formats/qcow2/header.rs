@@ -1,4 +1,4 @@
-//! The qcow2 header (cluster 0) and the bit layout of table entries: formats.md §1.1–§1.4.
+//! The qcow2 header (cluster 0) and the bit layout of table entries: QEMU's `docs/interop/qcow2.rst`.
 //! Every integer on disk is big-endian.
 
 use super::super::Qcow2Compat;
@@ -76,7 +76,7 @@ pub fn compressed_extra_sectors(offset: u64, len: u64) -> u64 {
 }
 
 /// Host byte range a compressed descriptor designates: from its offset to the end of its last
-/// sector. Every host cluster this range touches holds one reference for it (§1.4).
+/// sector. Every host cluster this range touches holds one reference for it (docs/formats.md "qcow2 one-pass layout").
 pub fn compressed_range(entry: u64) -> std::ops::Range<u64> {
     let offset = entry & COMPRESSED_OFFSET_MASK;
     let sectors = (entry >> COMPRESSED_OFFSET_BITS) & COMPRESSED_SECTORS_MASK;

@@ -1,8 +1,8 @@
-//! qcow2 (formats.md §1): a one-pass writer for compat 0.10 (v2) and 1.1 (v3), compressed or
+//! qcow2 (QEMU's `docs/interop/qcow2.rst`): a one-pass writer for compat 0.10 (v2) and 1.1 (v3), compressed or
 //! not, with 64 KiB clusters, and the project's own checker.
 //!
 //! - `header`: the header and the bit layout of table entries;
-//! - `writer`: [`Qcow2Writer`], layout A of §1.6 with exact refcounts;
+//! - `writer`: [`Qcow2Writer`], docs/formats.md "qcow2 one-pass layout", with exact refcounts;
 //! - `check`: [`check`], which recomputes refcounts and inflates every compressed cluster.
 
 pub mod check;

@@ -1,4 +1,4 @@
-//! One-pass qcow2 writer, layout A of formats.md §1.6: header cluster reserved, then data
+//! One-pass qcow2 writer (docs/formats.md "qcow2 one-pass layout"): header cluster reserved, then data
 //! clusters in guest order with each L2 table written as soon as its 512 MiB range is done,
 //! then the L1 table, the refcount table and the refcount blocks; the header last.
 //!
@@ -294,7 +294,7 @@ impl<'a> ImageBuilder<'a> {
 }
 
 /// Refcount table clusters and refcount blocks needed when `used` clusters precede them. They
-/// count themselves, so the sizes come from a fixed-point iteration (formats.md §1.6 step 5).
+/// count themselves, so the sizes come from a fixed-point iteration (docs/formats.md "qcow2 one-pass layout").
 fn refcount_layout(used: u64) -> (u64, u64) {
     let (mut table_clusters, mut blocks) = (0u64, 0u64);
     loop {

@@ -1,4 +1,4 @@
-//! Our own VHD reader: every rule Xen's `vhd-util check` enforces (formats.md §2.6), plus the
+//! Our own VHD reader: every rule Xen's `vhd-util check` enforces (xapi-project/blktap `vhd/lib/vhd-util-check.c`), plus the
 //! exact BAT length Azure needs. It reports every problem it finds, one line each.
 
 use super::layout::*;

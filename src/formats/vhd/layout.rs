@@ -1,4 +1,4 @@
-//! VHD byte layouts (formats.md §2.1–§2.4). All integers are big-endian.
+//! VHD byte layouts (the Microsoft "Virtual Hard Disk Image Format Specification"). All integers are big-endian.
 
 /// Dynamic VHD block size: 2 MiB, the only size XenServer's vhd-util accepts (it computes
 /// `current_size >> 21`).
@@ -22,7 +22,7 @@ pub const VERSION: u32 = 0x0001_0000;
 /// Bit 1 is "reserved, must be set"; bit 0 is "temporary".
 pub const FEATURES_RESERVED: u32 = 0x2;
 /// "win ", 10.0 on "Wi2k": both qemu 7.2 and qemu 10 then take the size from current_size
-/// (not from the truncating CHS product), and Hyper-V/Azure do the same (§2.5).
+/// (not from the truncating CHS product), and Hyper-V/Azure do the same (docs/formats.md "VHD creator and size").
 pub const CREATOR_APP: &[u8; 4] = b"win ";
 pub const CREATOR_VERSION: u32 = 0x000A_0000;
 pub const CREATOR_HOST: &[u8; 4] = b"Wi2k";
@@ -53,7 +53,7 @@ impl Chs {
     }
 }
 
-/// The VHD specification's CHS algorithm (blktap `vhd_chs`, formats.md §2.2). Every division
+/// The VHD specification's CHS algorithm (also blktap's `vhd_chs` in `vhd/lib/libvhd.c`). Every division
 /// rounds down, so the result never addresses more than `size`.
 pub fn chs(size: u64) -> Chs {
     let total = (size / 512).min(65535 * 16 * 255);
@@ -175,7 +175,7 @@ mod tests {
 
     #[test]
     fn chs_matches_the_spec_examples() {
-        // formats.md §2.2: 70 MiB gives 936/9/17.
+        // docs/formats.md "VHD creator and size": 70 MiB gives 936/9/17.
         assert_eq!(
             chs(70 << 20),
             Chs {

@@ -1,6 +1,6 @@
 //! VHD (Microsoft Virtual Hard Disk, qemu's `vpc`): the dynamic writer (2 MiB blocks, for
 //! CloudStack/XenServer), the fixed writer (Azure) and a checker that enforces the rules Xen's
-//! `vhd-util check` applies. Byte layouts: formats.md §2.
+//! `vhd-util check` applies. Byte layouts: the Microsoft VHD specification; choices: docs/formats.md.
 //!
 //! - [`layout`]: footer, dynamic header, CHS geometry and checksum (the byte formats).
 //! - [`write`]: [`VhdWriter`], one streaming pass over the raw disk.

@@ -17,7 +17,7 @@ use std::os::unix::fs::FileExt;
 /// Writes a dynamic (2 MiB blocks) or fixed VHD.
 ///
 /// Both carry creator "win " 10.0 on "Wi2k", current size = original size = the exact raw
-/// size, the §2.2 CHS geometry (never larger than the size), a timestamp from
+/// size, the VHD specification's CHS geometry (never larger than the size), a timestamp from
 /// `SOURCE_DATE_EPOCH` or the clock, and a unique id that is random, or derived from the disk
 /// content when `SOURCE_DATE_EPOCH` is set so that builds reproduce byte for byte.
 pub struct VhdWriter {

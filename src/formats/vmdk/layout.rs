@@ -1,4 +1,4 @@
-//! streamOptimized byte layouts (formats.md §3.1–§3.4). All integers are little-endian.
+//! streamOptimized byte layouts (VMware's "Virtual Disk Format 5.0" technote). All integers are little-endian.
 
 /// 64 KiB grains (128 sectors), as every streamOptimized producer uses.
 pub const GRAIN_SECTORS: u64 = 128;

@@ -1,5 +1,5 @@
 //! VMDK streamOptimized: the disk vSphere imports from an OVF (`application/x-vnd.vmware-streamVmdk`).
-//! Byte layouts: formats.md §3.
+//! Byte layouts: VMware's "Virtual Disk Format 5.0" technote; choices: docs/formats.md "VMDK grains".
 //!
 //! - [`layout`]: the sparse extent header, markers and the embedded descriptor.
 //! - [`write`]: [`VmdkWriter`], a pure stream (grains, then GTs, GD, footer, EOS) compressed on all cores.

@@ -1,4 +1,4 @@
-//! The streamOptimized writer: a pure stream in one pass (formats.md §3.4).
+//! The streamOptimized writer: a pure stream in one pass (docs/formats.md "VMDK grains").
 //!
 //! Layout: header (gdOffset = GD_AT_END), descriptor, padding to sector 128, then for each
 //! non-zero grain in ascending LBA order a grain marker with the zlib-compressed grain; after
