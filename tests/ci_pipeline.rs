@@ -226,6 +226,12 @@ fn pipeline_would_run() {
         let p = f.unwrap().path();
         let name = p.file_stem().unwrap().to_string_lossy().into_owned();
         assert!(jobs.contains(&format!("stemcell-{name}")), "no job stemcell-{name}");
+        // The published resource matches the tarball name the build writes.
+        let infra = load(&p);
+        let stem = format!("-{name}-{}-((os))((name-suffix))", s(&infra["name_hypervisor"]));
+        let res = pipeline["resources"].as_sequence().unwrap().iter().find(|r| r["name"] == format!("stemcell-{name}").as_str());
+        let regexp = res.map(|r| s(&r["source"]["regexp"]).to_string()).unwrap_or_default();
+        assert!(regexp.contains(&stem), "resource stemcell-{name}: regexp {regexp:?} does not name {stem}");
         if load(&p).get("light").is_some() {
             assert!(jobs.contains(&format!("light-stemcell-{name}")), "no job light-stemcell-{name}");
         }
