@@ -597,123 +597,35 @@ fn os_image(a: OsImageArgs) -> Result<()> {
 }
 
 fn plan(a: PlanArgs) -> Result<()> {
-    use stemcell::recipe::plan::{layer_done_marker, short_key, Plan};
-    use stemcell::recipe::resolve::{build_time_setting, project_root, resolve, PlanOptions, DEFAULT_STEMCELL_VERSION};
-    use stemcell::stage::inputs;
-    let root = project_root();
-    let os = a.inputs.os(&root)?;
-    let extra_vars: Vec<(String, String)> = a
-        .vars
-        .iter()
-        .map(|v| match v.split_once('=') {
-            Some((name, value)) => Ok((name.to_string(), value.to_string())),
-            None => bail!("--var {v}: expected NAME=VALUE"),
-        })
-        .collect::<Result<_>>()?;
-    // Input digests as the build would have them; an input that is neither given nor pinned
-    // gets two different stand-ins, and the first stage whose key differs between them is
-    // the one that needs it.
-    let mut input_vars = Vec::new();
-    let mut missing = Vec::new();
-    let given = a.inputs.by_name();
-    for (name, var) in inputs::KNOWN_INPUTS {
-        let (_, location, sha) = given.iter().find(|(n, _, _)| n == name).expect("every known input");
-        match inputs::select(&root.join("assets"), name, location.as_deref(), sha.as_deref()) {
-            Ok(Some(spec)) => input_vars.push((var.to_string(), spec.sha256)),
-            Ok(None) => {}
-            Err(_) if location.is_none() && sha.is_none() => missing.push((*name, *var)),
-            Err(e) => return Err(e),
-        }
-    }
-    let import = match &a.inputs.os_image {
-        Some(tgz) => Some((tgz.clone(), stemcell::build::import_key(tgz)?)),
-        None => None,
-    };
-    let status = |key: &str| match layer_done_marker(&a.work_dir, key).exists() {
-        true => "cached",
-        false => "to run",
-    };
-    let version = a.version.clone().unwrap_or_else(|| DEFAULT_STEMCELL_VERSION.to_string());
-    let resolve_for = |infra: Option<&str>, stand_in: &str| -> Result<Plan> {
-        let mut vars = input_vars.clone();
-        vars.extend(missing.iter().map(|(_, v)| (v.to_string(), stand_in.to_string())));
-        let mut options = match infra {
-            Some(name) => {
-                let infra = stemcell::recipe::infrastructure::load(&root, name)?;
-                stemcell::build::stemcell_plan_options(&root, &os, &infra, &version, a.inputs.mirror.clone(), &vars)?
-            }
-            None => PlanOptions {
-                os: os.clone(),
-                mirror: a.inputs.mirror.clone(),
-                stemcell_version: a.version.clone(),
-                ..Default::default()
-            },
-        };
-        options.build_time = build_time_setting(&root)?;
-        options.extra_vars.extend(extra_vars.iter().cloned());
-        let mut plan = resolve(&root, &options)?;
-        if let Some((_, key)) = &import {
-            stemcell::build::rebase_on_import(&mut plan, key);
-        }
-        Ok(plan)
-    };
-    let infras: Vec<Option<&str>> = if a.infrastructures.is_empty() {
-        vec![None]
-    } else {
-        a.infrastructures.iter().map(|s| Some(s.as_str())).collect()
-    };
-    let mut plans = Vec::new();
-    let mut mirror = String::new();
-    for infra in infras {
-        let plan = resolve_for(infra, &"0".repeat(64))?;
-        let other = if missing.is_empty() { None } else { Some(resolve_for(infra, &"1".repeat(64))?) };
-        mirror = plan.mirror.clone();
-        let mut rows = Vec::new();
-        match &import {
-            Some((tgz, key)) => rows.push(PlanRow {
-                phase: "import".into(),
-                name: "os-image".into(),
-                key: Some(key.clone()),
-                status: status(key).into(),
-                description: format!("the OS image {}", tgz.display()),
-            }),
-            None => rows.push(PlanRow {
-                phase: "bootstrap".into(),
-                name: "bootstrap".into(),
-                key: Some(plan.bootstrap_key.clone()),
-                status: status(&plan.bootstrap_key).into(),
-                description: format!("{} {}", plan.os.family, plan.os.suite),
-            }),
-        }
-        let mut unknown_after = false;
-        for (i, s) in plan.stages.iter().enumerate() {
-            let differs = other.as_ref().is_some_and(|o| o.stages.get(i).map(|x| &x.key) != Some(&s.key));
-            let (key, st) = if unknown_after {
-                (None, "unknown".to_string())
-            } else if differs {
-                unknown_after = true;
-                let flags: Vec<String> = missing.iter().map(|(n, _)| format!("--{}", n.strip_prefix("bosh-").unwrap_or(n))).collect();
-                (None, format!("needs {}", flags.join(" or ")))
-            } else {
-                (Some(s.key.clone()), status(&s.key).to_string())
-            };
-            rows.push(PlanRow { phase: s.phase.to_string(), name: s.name.clone(), key, status: st, description: s.description.clone() });
-        }
-        plans.push(InfraPlan { infrastructure: infra.map(String::from), stages: rows });
-    }
+    use stemcell::planning::{plan, PlanRequest};
+    use stemcell::recipe::plan::short_key;
+    let root = stemcell::recipe::resolve::project_root();
+    let report = plan(&PlanRequest {
+        os: a.inputs.os(&root)?,
+        root,
+        os_image: a.inputs.os_image.clone(),
+        mirror: a.inputs.mirror.clone(),
+        infrastructures: a.infrastructures.clone(),
+        version: a.version.clone(),
+        inputs: a.inputs.by_name(),
+        extra_vars: a
+            .vars
+            .iter()
+            .map(|v| match v.split_once('=') {
+                Some((name, value)) => Ok((name.to_string(), value.to_string())),
+                None => bail!("--var {v}: expected NAME=VALUE"),
+            })
+            .collect::<Result<_>>()?,
+        work_dir: a.work_dir.clone(),
+    })?;
     if a.json {
-        return print_json(&serde_json::json!({
-            "os": os,
-            "mirror": mirror,
-            "os_image": a.inputs.os_image.as_ref().map(|p| p.display().to_string()),
-            "plans": plans,
-        }));
+        return print_json(&report);
     }
-    println!("os: {os}  mirror: {mirror}");
+    println!("os: {}  mirror: {}", report.os, report.mirror);
     let row = |phase: &str, name: &str, key: &str, status: &str, description: &str| {
         println!("{phase:<9} {name:<30} {key:<12} {status:<13} {description}");
     };
-    for p in &plans {
+    for p in &report.plans {
         if let Some(i) = &p.infrastructure {
             println!("infrastructure: {i}");
         }
@@ -723,23 +635,6 @@ fn plan(a: PlanArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// One row of `plan`; `key` is `None` when it depends on an input not given.
-#[derive(serde::Serialize)]
-struct PlanRow {
-    phase: String,
-    name: String,
-    key: Option<String>,
-    /// `cached`, `to run`, `needs --agent` (an input not given), `unknown` (after one).
-    status: String,
-    description: String,
-}
-
-#[derive(serde::Serialize)]
-struct InfraPlan {
-    infrastructure: Option<String>,
-    stages: Vec<PlanRow>,
 }
 
 fn test_image(a: TestImageArgs) -> Result<()> {
