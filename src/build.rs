@@ -101,7 +101,7 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
     timings.push(step("inputs", start));
 
     let base = match &req.os_image {
-        Some(tgz) => Some(import_os_image(tgz, &req.work_dir)?),
+        Some(tgz) => Some(import_os_image(tgz, &req.work_dir, &req.os)?),
         None => None,
     };
 
@@ -158,22 +158,15 @@ fn stemcell_root(
     inputs_dir: &Path,
     base: Option<&str>,
 ) -> Result<(MergedRoot, String, String, Vec<StepTiming>)> {
-    let agent_json =
-        AgentConfig::from_infrastructure_value(&infra.name, &req.os, &infra.agent)?.to_json();
-    let mut extra_vars = input_vars.to_vec();
-    extra_vars.push(("agent_json".into(), agent_json));
-    extra_vars.push(("stemcell_git_sha1".into(), git_sha1(&req.root)));
-    let mut plan = resolve(
+    let options = stemcell_plan_options(
         &req.root,
-        &PlanOptions {
-            os: req.os.clone(),
-            infrastructure: Some(infra.name.clone()),
-            mirror: req.mirror.clone(),
-            build_time: std::env::var("BUILD_TIME").ok().filter(|t| !t.is_empty()),
-            stemcell_version: Some(req.version.clone()),
-            extra_vars,
-        },
+        &req.os,
+        infra,
+        &req.version,
+        req.mirror.clone(),
+        input_vars,
     )?;
+    let mut plan = resolve(&req.root, &options)?;
     if let Some(base_key) = base {
         rebase_on_import(&mut plan, base_key);
     }
@@ -196,6 +189,31 @@ fn stemcell_root(
     let seed = format!("{}/{}/{}/{}", req.os, infra.name, req.version, run.layers[0]);
     // `run` drops here, which releases the layer store for the next infrastructure.
     Ok((root, seed, plan.os.family.clone(), timings))
+}
+
+/// What one infrastructure's stages are resolved with: the build inputs' digests, its
+/// `agent.json` and the builder's commit. `stemcell plan` resolves the same way, so its keys
+/// are the build's.
+pub fn stemcell_plan_options(
+    root: &Path,
+    os: &str,
+    infra: &Infrastructure,
+    version: &str,
+    mirror: Option<String>,
+    input_vars: &[(String, String)],
+) -> Result<PlanOptions> {
+    let agent_json = AgentConfig::from_infrastructure_value(&infra.name, os, &infra.agent)?.to_json();
+    let mut extra_vars = input_vars.to_vec();
+    extra_vars.push(("agent_json".into(), agent_json));
+    extra_vars.push(("stemcell_git_sha1".into(), git_sha1(root)));
+    Ok(PlanOptions {
+        os: os.to_string(),
+        infrastructure: Some(infra.name.clone()),
+        mirror,
+        build_time: std::env::var("BUILD_TIME").ok().filter(|t| !t.is_empty()),
+        stemcell_version: Some(version.to_string()),
+        extra_vars,
+    })
 }
 
 /// GRUB images, the raw disk and every output of one infrastructure.
@@ -311,16 +329,11 @@ fn disk_spec(req: &BuildRequest, infra: &Infrastructure, seed: &str, os_family: 
 
 /// Imports an OS image tarball as the bottom layer, keyed by its content. Refuses unsafe
 /// members (absolute, `..`, devices outside /dev) and a tree that is not an OS.
-fn import_os_image(tgz: &Path, work_dir: &Path) -> Result<String> {
-    let digest = {
-        let mut f = std::fs::File::open(tgz).with_context(|| format!("{}: cannot open", tgz.display()))?;
-        let mut h = Sha256::new();
-        std::io::copy(&mut f, &mut h).with_context(|| format!("{}: cannot read", tgz.display()))?;
-        hex::encode(h.finalize())
-    };
-    let key = format!("import-{}", &digest[..32]);
+fn import_os_image(tgz: &Path, work_dir: &Path, os: &str) -> Result<String> {
+    let key = import_key(tgz)?;
     let store = LayerStore::open(work_dir)?;
     if store.is_done(&key) {
+        crate::rootfs::cache::touch(&store, &key);
         return Ok(key);
     }
     let dir = store.begin(&key)?;
@@ -338,12 +351,26 @@ fn import_os_image(tgz: &Path, work_dir: &Path) -> Result<String> {
         return Err(e);
     }
     store.commit(&key)?;
+    crate::rootfs::cache::record(&store, &key, &crate::rootfs::cache::LayerRecord {
+        os: os.to_string(),
+        phase: "import".into(),
+        stage: tgz.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        ..Default::default()
+    });
     Ok(key)
+}
+
+/// The layer key of an imported OS image: its content's digest.
+pub fn import_key(tgz: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(tgz).with_context(|| format!("{}: cannot open", tgz.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("{}: cannot read", tgz.display()))?;
+    Ok(format!("import-{}", &hex::encode(h.finalize())[..32]))
 }
 
 /// Keeps the stemcell stages only, on top of the imported layer, re-keyed so that their cache
 /// entries belong to that OS image and to nothing else.
-fn rebase_on_import(plan: &mut Plan, base_key: &str) {
+pub fn rebase_on_import(plan: &mut Plan, base_key: &str) {
     use crate::recipe::stage::Phase;
     plan.bootstrap_key = base_key.to_string();
     plan.stages.retain(|s| s.phase == Phase::Stemcell);

@@ -32,6 +32,12 @@ pub enum Command {
     TestImage(TestImageArgs),
     /// Build stemcells for one or more infrastructures.
     Build(BuildArgs),
+    /// Compare two stemcells: manifests, packages, SBOM components, sizes, and (--files) the
+    /// root filesystem's files.
+    Diff(DiffArgs),
+    /// What the work directory caches, and pruning it.
+    #[command(subcommand)]
+    Cache(CacheCommand),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +52,8 @@ pub enum FormatName {
 
 #[derive(Args, Debug)]
 pub struct ConvertArgs {
+    /// Format to write: qcow2, vhd (dynamic), vhd-fixed, vmdk (streamOptimized), ova
+    /// (OVF + VMDK in a tar), raw (sparse copy).
     #[arg(long, value_enum)]
     pub format: FormatName,
     /// qcow2: compat level, 0.10 (version 2) or 1.1 (version 3).
@@ -65,17 +73,19 @@ pub struct ConvertArgs {
     pub force: bool,
     /// Raw disk image to read.
     pub raw: PathBuf,
-    /// File to write.
+    /// File to write (its directory is created).
     pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
 pub struct PackageArgs {
+    /// Infrastructure whose outputs to pack (a file name in infrastructures/, listed below).
     #[arg(long)]
     pub infrastructure: String,
-    /// Operating system name, e.g. ubuntu-noble.
+    /// Operating system name, e.g. ubuntu-noble; the manifest's operating_system.
     #[arg(long)]
     pub os: String,
+    /// Stemcell version, e.g. 1.606 (written as a quoted string).
     #[arg(long)]
     pub version: String,
     /// Bootable raw disk.
@@ -94,8 +104,10 @@ pub struct PackageArgs {
     /// The disk's firmware, for the OVF (vsphere).
     #[arg(long, default_value = "efi", value_parser = ["efi", "bios"])]
     pub firmware: String,
+    /// Directory for the stemcell tarballs (created).
     #[arg(short = 'o', long = "output-dir")]
     pub output_dir: PathBuf,
+    /// Overwrite existing tarballs.
     #[arg(long)]
     pub force: bool,
 }
@@ -114,21 +126,29 @@ pub struct LightArgs {
     /// OpenStack: the Glance image id.
     #[arg(long)]
     pub image_id: Option<String>,
+    /// Directory for the light stemcell (created).
     #[arg(short = 'o', long = "output-dir", default_value = ".")]
     pub output_dir: PathBuf,
+    /// Overwrite an existing light stemcell.
     #[arg(long)]
     pub force: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
+    /// Stemcell tarball (.tgz).
     pub file: PathBuf,
+    /// Print one JSON document on stdout (field names in the README).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct OsImageArgs {
+    /// Operating system to build (a file name in stages/os/, listed below).
     #[arg(long, default_value = "ubuntu-noble")]
     pub os: String,
+    /// Archive URL to bootstrap from, instead of the OS definition's (or the host's, for Debian).
     #[arg(long)]
     pub mirror: Option<String>,
     /// Restart from this stage, ignoring the cache for it and every stage after it.
@@ -137,28 +157,157 @@ pub struct OsImageArgs {
     /// Cache and work directory.
     #[arg(long, default_value = "/var/cache/stemcell")]
     pub work_dir: PathBuf,
+    /// The OS image tarball to write (its directory is created); the package and dev-tools
+    /// lists are written beside it as <stem>.packages.txt and <stem>.dev_tools_file_list.txt.
     #[arg(short = 'o', long = "output")]
     pub output: PathBuf,
+    /// Overwrite existing outputs.
     #[arg(long)]
     pub force: bool,
 }
 
 #[derive(Args, Debug)]
 pub struct PlanArgs {
-    #[arg(long, default_value = "ubuntu-noble")]
-    pub os: String,
-    #[arg(long)]
-    pub infrastructure: Option<String>,
-    #[arg(long)]
-    pub mirror: Option<String>,
-    /// Stemcell version (stemcell phase).
+    /// Infrastructure to plan the stemcell stages for (repeatable; none: the OS image only).
+    #[arg(long = "infrastructure")]
+    pub infrastructures: Vec<String>,
+    /// Stemcell version (stemcell phase; default 0000).
     #[arg(long)]
     pub version: Option<String>,
-    /// A template variable, e.g. `passwords.vcap=$6$...` or `agent_sha256=...`; repeatable.
+    #[command(flatten)]
+    pub inputs: InputArgs,
+    /// A template variable, e.g. `passwords.vcap=$6$...`; repeatable.
     #[arg(long = "var", value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
+    /// Cache and work directory whose layers are reported as cached.
     #[arg(long, default_value = "/var/cache/stemcell")]
     pub work_dir: PathBuf,
+    /// Print one JSON document on stdout (field names in the README).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `build` and `plan` both take: the OS, the archive and the build inputs.
+#[derive(Args, Debug)]
+pub struct InputArgs {
+    /// Operating system (a file name in stages/os/, listed below). Default: ubuntu-noble, or
+    /// with --os-image the OS its /etc/os-release names.
+    #[arg(long)]
+    pub os: Option<String>,
+    /// Build on this OS image tarball (from `stemcell os-image`) instead of running the OS
+    /// image stages.
+    #[arg(long, value_name = "TGZ")]
+    pub os_image: Option<PathBuf>,
+    /// Archive URL to bootstrap from, instead of the OS definition's (or the host's, for Debian).
+    #[arg(long)]
+    pub mirror: Option<String>,
+    /// The BOSH agent binary: PATH or URL (installed as /var/vcap/bosh/bin/bosh-agent).
+    #[arg(long, value_name = "PATH|URL")]
+    pub agent: Option<String>,
+    /// The sha256 the agent binary must have.
+    #[arg(long, value_name = "HEX")]
+    pub agent_sha256: Option<String>,
+    /// The davcli blobstore CLI: PATH or URL (installed as /var/vcap/bosh/bin/bosh-blobstore-dav).
+    #[arg(long, value_name = "PATH|URL")]
+    pub blobstore_dav: Option<String>,
+    /// The sha256 of --blobstore-dav.
+    #[arg(long, value_name = "HEX")]
+    pub blobstore_dav_sha256: Option<String>,
+    /// The GCS blobstore CLI: PATH or URL (installed as bosh-blobstore-gcs).
+    #[arg(long, value_name = "PATH|URL")]
+    pub blobstore_gcs: Option<String>,
+    /// The sha256 of --blobstore-gcs.
+    #[arg(long, value_name = "HEX")]
+    pub blobstore_gcs_sha256: Option<String>,
+    /// The S3 blobstore CLI: PATH or URL (installed as bosh-blobstore-s3).
+    #[arg(long, value_name = "PATH|URL")]
+    pub blobstore_s3: Option<String>,
+    /// The sha256 of --blobstore-s3.
+    #[arg(long, value_name = "HEX")]
+    pub blobstore_s3_sha256: Option<String>,
+    /// The Azure Storage blobstore CLI: PATH or URL (installed as bosh-blobstore-azure-storage).
+    #[arg(long, value_name = "PATH|URL")]
+    pub blobstore_azure_storage: Option<String>,
+    /// The sha256 of --blobstore-azure-storage.
+    #[arg(long, value_name = "HEX")]
+    pub blobstore_azure_storage_sha256: Option<String>,
+}
+
+impl InputArgs {
+    /// The inputs by name, as `build::BuildRequest::inputs` takes them.
+    fn by_name(&self) -> Vec<(&'static str, Option<String>, Option<String>)> {
+        vec![
+            ("bosh-agent", self.agent.clone(), self.agent_sha256.clone()),
+            ("bosh-blobstore-dav", self.blobstore_dav.clone(), self.blobstore_dav_sha256.clone()),
+            ("bosh-blobstore-gcs", self.blobstore_gcs.clone(), self.blobstore_gcs_sha256.clone()),
+            ("bosh-blobstore-s3", self.blobstore_s3.clone(), self.blobstore_s3_sha256.clone()),
+            (
+                "bosh-blobstore-azure-storage",
+                self.blobstore_azure_storage.clone(),
+                self.blobstore_azure_storage_sha256.clone(),
+            ),
+        ]
+    }
+
+    /// The OS to build: from --os-image's /etc/os-release (a contradicting --os is refused),
+    /// else --os, else the default.
+    fn os(&self, root: &std::path::Path) -> Result<String> {
+        match &self.os_image {
+            Some(tgz) => stemcell::rootfs::os_release::os_of_image(root, tgz, self.os.as_deref()),
+            None => Ok(self.os.clone().unwrap_or_else(|| stemcell::recipe::os::DEFAULT_OS.to_string())),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The stemcell before (e.g. the last published one).
+    pub a: PathBuf,
+    /// The stemcell after (the candidate).
+    pub b: PathBuf,
+    /// Also compare the root filesystem's files (path, mode, owner, size, sha256), read from
+    /// both disks without mounting (needs room in $TMPDIR for one expanded disk at a time).
+    #[arg(long)]
+    pub files: bool,
+    /// Print one JSON document on stdout (field names in the README).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CacheCommand {
+    /// What the work directory holds: layers per OS and stage, exports, kept disks, inputs,
+    /// logs, with sizes and last use.
+    List(CacheListArgs),
+    /// Remove cached layers (and OS image exports, kept disks) a build does not need; never
+    /// while a build uses the work directory.
+    Prune(CachePruneArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CacheListArgs {
+    /// The work directory (`build --work-dir`).
+    #[arg(long, default_value = "/var/cache/stemcell")]
+    pub work_dir: PathBuf,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CachePruneArgs {
+    /// The work directory (`build --work-dir`).
+    #[arg(long, default_value = "/var/cache/stemcell")]
+    pub work_dir: PathBuf,
+    /// Keep the N most recently used layers of each OS, stage and infrastructure.
+    #[arg(long, value_name = "N")]
+    pub keep_latest: Option<usize>,
+    /// Remove only what was not used for more than DAYS days (with --keep-latest: both must hold).
+    #[arg(long, value_name = "DAYS")]
+    pub older_than: Option<f64>,
+    /// Show what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Args, Debug)]
@@ -169,55 +318,86 @@ pub struct TestImageArgs {
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
+    /// Infrastructure to build for (repeatable; file names in infrastructures/, listed below).
     #[arg(long = "infrastructure", required = true)]
     pub infrastructures: Vec<String>,
+    /// Stemcell version, e.g. 1.606 (written as a quoted string).
     #[arg(long)]
     pub version: String,
-    #[arg(long, default_value = "ubuntu-noble")]
-    pub os: String,
-    #[arg(long)]
-    pub os_image: Option<PathBuf>,
-    #[arg(long)]
-    pub mirror: Option<String>,
-    /// Agent binary: PATH or URL.
-    #[arg(long)]
-    pub agent: Option<String>,
-    #[arg(long)]
-    pub agent_sha256: Option<String>,
-    /// The davcli blobstore CLI: PATH or URL (installed as /var/vcap/bosh/bin/bosh-blobstore-dav).
-    #[arg(long, value_name = "PATH|URL")]
-    pub blobstore_dav: Option<String>,
-    #[arg(long, value_name = "HEX")]
-    pub blobstore_dav_sha256: Option<String>,
-    /// The GCS blobstore CLI: PATH or URL.
-    #[arg(long, value_name = "PATH|URL")]
-    pub blobstore_gcs: Option<String>,
-    #[arg(long, value_name = "HEX")]
-    pub blobstore_gcs_sha256: Option<String>,
-    /// The S3 blobstore CLI: PATH or URL.
-    #[arg(long, value_name = "PATH|URL")]
-    pub blobstore_s3: Option<String>,
-    #[arg(long, value_name = "HEX")]
-    pub blobstore_s3_sha256: Option<String>,
-    /// The Azure Storage blobstore CLI: PATH or URL.
-    #[arg(long, value_name = "PATH|URL")]
-    pub blobstore_azure_storage: Option<String>,
-    #[arg(long, value_name = "HEX")]
-    pub blobstore_azure_storage_sha256: Option<String>,
+    #[command(flatten)]
+    pub inputs: InputArgs,
     /// GRUB superuser (vcap) password; a random one per build when absent (printed at the end).
     /// Required with SOURCE_DATE_EPOCH, for reproducible disks.
     #[arg(long)]
     pub grub_password: Option<String>,
+    /// Cache and work directory (layers, exports, inputs, logs; see `stemcell cache`).
     #[arg(long, default_value = "/var/cache/stemcell")]
     pub work_dir: PathBuf,
+    /// Directory for the stemcell tarballs (created).
     #[arg(short = 'o', long = "output-dir")]
     pub output_dir: PathBuf,
+    /// Overwrite existing tarballs.
     #[arg(long)]
     pub force: bool,
     /// Keep each infrastructure's raw disk as `<work-dir>/disks/<name>.raw` (removed after
     /// packing otherwise: it is as large as the root filesystem).
     #[arg(long)]
     pub keep_disks: bool,
+    /// Print one JSON document on stdout (field names in the README); progress stays on stderr.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Each command's examples, shown at the end of its `--help`.
+const EXAMPLES: &[(&str, &str)] = &[
+    ("convert", "stemcell convert --format qcow2 disk.raw out/root.qcow2\n  stemcell convert --format ova --firmware bios --name my-vm disk.raw out/my-vm.ova"),
+    ("package", "stemcell package --infrastructure openstack --os debian-bookworm --version 0.0.1 --disk disk.raw --packages packages.txt -o out"),
+    ("light", "stemcell light --from out/bosh-stemcell-0.0.1-aws-xen-hvm-debian-bookworm.tgz --ami us-east-1=ami-0123456789abcdef0 -o out\n  stemcell light --from out/bosh-stemcell-0.0.1-openstack-kvm-debian-bookworm.tgz --image-id 5c1a0f3e-7d5b-4c0e-9f5e-2a8d6c1b7e90 -o out"),
+    ("inspect", "stemcell inspect out/bosh-stemcell-0.0.1-openstack-kvm-debian-bookworm.tgz\n  stemcell inspect --json out/bosh-stemcell-0.0.1-openstack-kvm-debian-bookworm.tgz | jq -r .tarball.sha256"),
+    ("verify", "stemcell verify out/bosh-stemcell-0.0.1-openstack-kvm-debian-bookworm.tgz\n  stemcell verify --json out/bosh-stemcell-0.0.1-openstack-kvm-debian-bookworm.tgz | jq .warnings"),
+    ("os-image", "stemcell os-image --os debian-bookworm -o out/debian-bookworm.tgz\n  stemcell os-image --os debian-bookworm --from-stage 40-sshd -o out/debian-bookworm.tgz --force"),
+    ("plan", "stemcell plan --os debian-bookworm --infrastructure openstack\n  stemcell plan --os-image out/debian-bookworm.tgz --infrastructure vsphere --agent bosh-agent --agent-sha256 \"$(sha256sum bosh-agent | cut -d' ' -f1)\" --json"),
+    ("test-image", "stemcell test-image out/debian-bookworm.tgz"),
+    ("build", "stemcell build --os debian-bookworm --infrastructure openstack --infrastructure vsphere --version 0.0.1 --agent tests/fixtures/standin-agent/bosh-agent --agent-sha256 \"$(sha256sum tests/fixtures/standin-agent/bosh-agent | cut -d' ' -f1)\" -o out\n  stemcell build --os-image out/debian-bookworm.tgz --infrastructure aws --version 0.0.2 --agent https://example.org/bosh-agent --agent-sha256 HEX -o out --json"),
+    ("diff", "stemcell diff published/bosh-stemcell-0.0.1-openstack-kvm-debian-bookworm.tgz out/bosh-stemcell-0.0.2-openstack-kvm-debian-bookworm.tgz\n  stemcell diff --files --json OLD.tgz NEW.tgz | jq '.packages.upgraded'"),
+    ("cache list", "stemcell cache list\n  stemcell cache list --work-dir target/e2e/work --json"),
+    ("cache prune", "stemcell cache prune --keep-latest 1\n  stemcell cache prune --older-than 14 --dry-run"),
+];
+
+/// Commands whose help lists the valid infrastructure and OS names.
+const WITH_NAMES: &[&str] = &["package", "os-image", "plan", "build"];
+
+/// The clap command with each command's examples and, where it takes them, the valid
+/// infrastructure and OS names read from the data directories (`infrastructures/*.yaml`,
+/// `stages/os/*.yaml`) of the project root.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    use stemcell::recipe::{os, resolve};
+    let root = resolve::project_root();
+    let infras = resolve::infrastructure_names(&root).ok().flatten().unwrap_or_default().join(", ");
+    let oses = os::names(&root).unwrap_or_default().join(", ");
+    let names = format!(
+        "Infrastructures (infrastructures/*.yaml): {infras}\nOperating systems (stages/os/*.yaml): {oses} (default {})\n\n",
+        os::DEFAULT_OS
+    );
+    let mut cmd = Cli::command();
+    for (path, examples) in EXAMPLES {
+        let text = |name: &str| {
+            let pre = if WITH_NAMES.contains(&name) { names.as_str() } else { "" };
+            format!("{pre}Examples:\n  {examples}")
+        };
+        cmd = match path.split_once(' ') {
+            Some((parent, child)) => {
+                let t = text(path);
+                cmd.mut_subcommand(parent, |c| c.mut_subcommand(child, |c| c.after_help(t)))
+            }
+            None => {
+                let t = text(path);
+                cmd.mut_subcommand(*path, |c| c.after_help(t))
+            }
+        };
+    }
+    cmd
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -231,6 +411,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Plan(a) => plan(a),
         Command::TestImage(a) => test_image(a),
         Command::Build(a) => build(a),
+        Command::Diff(a) => diff(a),
+        Command::Cache(CacheCommand::List(a)) => cache_list(a),
+        Command::Cache(CacheCommand::Prune(a)) => cache_prune(a),
     }
 }
 
@@ -256,6 +439,7 @@ fn convert(a: ConvertArgs) -> Result<()> {
         }),
         FormatName::Raw => Format::Raw,
     };
+    create_parent(&a.out)?;
     formats::convert(&a.raw, &a.out, &format, a.force)
 }
 
@@ -338,20 +522,42 @@ fn light(a: LightArgs) -> Result<()> {
 }
 
 fn inspect(a: InspectArgs) -> Result<()> {
-    print!("{}", stemcell::stemcell::inspect::inspect(&a.file)?);
-    Ok(())
+    use stemcell::stemcell::inspect::{inspect_data, render};
+    let data = inspect_data(&a.file)?;
+    if a.json {
+        print_json(&data)
+    } else {
+        print!("{}", render(&data)?);
+        Ok(())
+    }
 }
 
 fn verify(a: InspectArgs) -> Result<()> {
-    let problems = stemcell::stemcell::verify::verify(&a.file)?;
-    if problems.is_empty() {
-        println!("{}: OK", a.file.display());
-        return Ok(());
+    let found = stemcell::stemcell::verify::verify(&a.file)?;
+    let file = a.file.display();
+    if a.json {
+        print_json(&serde_json::json!({
+            "file": file.to_string(),
+            "ok": found.is_ok(),
+            "errors": found.errors,
+            "warnings": found.warnings,
+        }))?;
+    } else {
+        for w in &found.warnings {
+            eprintln!("{file}: warning: {w}");
+        }
+        for e in &found.errors {
+            eprintln!("{file}: error: {e}");
+        }
+        if found.is_ok() {
+            println!("{file}: OK");
+        }
     }
-    for p in &problems {
-        eprintln!("{}: {p}", a.file.display());
+    if !found.is_ok() {
+        // Exit status from errors only; warnings never fail.
+        bail!("{file}: {} error(s), {} warning(s)", found.errors.len(), found.warnings.len());
     }
-    bail!("{}: {} problem(s) found", a.file.display(), problems.len())
+    Ok(())
 }
 
 fn os_image(a: OsImageArgs) -> Result<()> {
@@ -383,6 +589,7 @@ fn os_image(a: OsImageArgs) -> Result<()> {
         binds: Vec::new(),
     };
     let built = runner::run(&plan, &options)?;
+    create_parent(&a.output)?;
     export::write_os_image(&built.store, &built.layers, &a.output, a.force)?;
     eprint!("{}", built.report());
     eprintln!("{}", a.output.display());
@@ -390,15 +597,17 @@ fn os_image(a: OsImageArgs) -> Result<()> {
 }
 
 fn plan(a: PlanArgs) -> Result<()> {
-    use stemcell::recipe::plan::{layer_done_marker, short_key};
-    use stemcell::recipe::resolve::{build_time_setting, project_root, resolve, PlanOptions};
-    let root = project_root();
-    let options = PlanOptions {
-        os: a.os,
-        infrastructure: a.infrastructure,
-        mirror: a.mirror,
-        build_time: build_time_setting(&root)?,
-        stemcell_version: a.version,
+    use stemcell::planning::{plan, PlanRequest};
+    use stemcell::recipe::plan::short_key;
+    let root = stemcell::recipe::resolve::project_root();
+    let report = plan(&PlanRequest {
+        os: a.inputs.os(&root)?,
+        root,
+        os_image: a.inputs.os_image.clone(),
+        mirror: a.inputs.mirror.clone(),
+        infrastructures: a.infrastructures.clone(),
+        version: a.version.clone(),
+        inputs: a.inputs.by_name(),
         extra_vars: a
             .vars
             .iter()
@@ -407,23 +616,23 @@ fn plan(a: PlanArgs) -> Result<()> {
                 None => bail!("--var {v}: expected NAME=VALUE"),
             })
             .collect::<Result<_>>()?,
-    };
-    let plan = resolve(&root, &options)?;
+        work_dir: a.work_dir.clone(),
+    })?;
+    if a.json {
+        return print_json(&report);
+    }
+    println!("os: {}  mirror: {}", report.os, report.mirror);
     let row = |phase: &str, name: &str, key: &str, status: &str, description: &str| {
-        println!("{phase:<9} {name:<30} {key:<12} {status:<7} {description}");
+        println!("{phase:<9} {name:<30} {key:<12} {status:<13} {description}");
     };
-    let status = |key: &str| match layer_done_marker(&a.work_dir, key).exists() {
-        true => "cached",
-        false => "to run",
-    };
-    println!("os: {}  mirror: {}", plan.os.name, plan.mirror);
-    row("PHASE", "STAGE", "KEY", "STATUS", "DESCRIPTION");
-    let key = &plan.bootstrap_key;
-    let what = format!("{} {}", plan.os.family, plan.os.suite);
-    row("bootstrap", "bootstrap", short_key(key), status(key), &what);
-    for s in &plan.stages {
-        let phase = s.phase.to_string();
-        row(&phase, &s.name, short_key(&s.key), status(&s.key), &s.description);
+    for p in &report.plans {
+        if let Some(i) = &p.infrastructure {
+            println!("infrastructure: {i}");
+        }
+        row("PHASE", "STAGE", "KEY", "STATUS", "DESCRIPTION");
+        for r in &p.stages {
+            row(&r.phase, &r.name, r.key.as_deref().map(short_key).unwrap_or("?"), &r.status, &r.description);
+        }
     }
     Ok(())
 }
@@ -436,20 +645,16 @@ fn test_image(a: TestImageArgs) -> Result<()> {
 fn build(a: BuildArgs) -> Result<()> {
     use stemcell::build::{build, report, BuildRequest};
     let started = std::time::Instant::now();
+    let root = stemcell::recipe::resolve::project_root();
+    let os = a.inputs.os(&root)?;
     let outcome = build(&BuildRequest {
-        root: stemcell::recipe::resolve::project_root(),
+        root,
         infrastructures: a.infrastructures,
         version: a.version,
-        os: a.os,
-        os_image: a.os_image,
-        mirror: a.mirror,
-        inputs: vec![
-            ("bosh-agent", a.agent, a.agent_sha256),
-            ("bosh-blobstore-dav", a.blobstore_dav, a.blobstore_dav_sha256),
-            ("bosh-blobstore-gcs", a.blobstore_gcs, a.blobstore_gcs_sha256),
-            ("bosh-blobstore-s3", a.blobstore_s3, a.blobstore_s3_sha256),
-            ("bosh-blobstore-azure-storage", a.blobstore_azure_storage, a.blobstore_azure_storage_sha256),
-        ],
+        os,
+        os_image: a.inputs.os_image.clone(),
+        mirror: a.inputs.mirror.clone(),
+        inputs: a.inputs.by_name(),
         grub_password: a.grub_password,
         work_dir: a.work_dir,
         output_dir: a.output_dir,
@@ -458,13 +663,163 @@ fn build(a: BuildArgs) -> Result<()> {
     })?;
     eprint!("{}", report(&outcome.timings));
     eprintln!("  wall clock  {:.1}s", started.elapsed().as_secs_f64());
+    let mut stemcells = Vec::new();
     for b in &outcome.stemcells {
         for p in &b.packed {
-            println!("{}  {} bytes  sha1 {}", p.tarball.path.display(), p.tarball.size, p.tarball.sha1);
+            if a.json {
+                stemcells.push(serde_json::json!({
+                    "infrastructure": b.infrastructure,
+                    "path": p.tarball.path.display().to_string(),
+                    "name": p.manifest.name,
+                    "version": p.manifest.version,
+                    "disk_format": p.manifest.cloud_properties.disk_format,
+                    "size": p.tarball.size,
+                    "sha1": p.tarball.sha1,
+                    "sha256": sha256_file(&p.tarball.path)?,
+                }));
+            } else {
+                println!("{}  {} bytes  sha1 {}", p.tarball.path.display(), p.tarball.size, p.tarball.sha1);
+            }
         }
         if let Some(pw) = &b.grub_password {
             eprintln!("{}: GRUB password for vcap: {pw}", b.infrastructure);
         }
     }
+    if a.json {
+        let timings: Vec<_> = outcome
+            .timings
+            .iter()
+            .map(|t| serde_json::json!({"name": t.name, "cached": t.cached, "seconds": t.duration.as_secs_f64()}))
+            .collect();
+        let passwords: serde_json::Map<String, serde_json::Value> = outcome
+            .stemcells
+            .iter()
+            .filter_map(|b| Some((b.infrastructure.clone(), b.grub_password.clone()?.into())))
+            .collect();
+        print_json(&serde_json::json!({
+            "stemcells": stemcells,
+            "grub_passwords": passwords,
+            "timings": timings,
+            "seconds": started.elapsed().as_secs_f64(),
+        }))?;
+    }
     Ok(())
+}
+
+fn diff(a: DiffArgs) -> Result<()> {
+    use stemcell::stemcell::diff::{diff, render};
+    let d = diff(&a.a, &a.b, a.files)?;
+    if a.json {
+        print_json(&d)
+    } else {
+        print!("{}", render(&d));
+        Ok(())
+    }
+}
+
+fn cache_list(a: CacheListArgs) -> Result<()> {
+    use stemcell::rootfs::cache::{human_age, human_size, list};
+    let l = list(&a.work_dir)?;
+    if a.json {
+        return print_json(&l);
+    }
+    println!("work directory: {}  total {}", l.work_dir.display(), human_size(l.total_bytes));
+    println!("{:<16} {:<10} {:<30} {:<11} {:<12} {:>9} {:>9}", "OS", "PHASE", "STAGE", "INFRA", "KEY", "SIZE", "LAST USE");
+    for x in &l.layers {
+        let r = x.record.clone().unwrap_or_else(|| stemcell::rootfs::cache::LayerRecord {
+            os: "?".into(),
+            phase: "?".into(),
+            stage: "(no record)".into(),
+            ..Default::default()
+        });
+        let stage = if x.complete { r.stage } else { format!("{} (incomplete)", r.stage) };
+        println!(
+            "{:<16} {:<10} {:<30} {:<11} {:<12} {:>9} {:>9}",
+            r.os,
+            r.phase,
+            stage,
+            r.infrastructure.as_deref().unwrap_or("-"),
+            stemcell::recipe::plan::short_key(&x.key),
+            human_size(x.bytes),
+            human_age(x.age_seconds)
+        );
+    }
+    for f in &l.files {
+        println!("{:<16} {:>9} {:>9}  {}", f.kind, human_size(f.bytes), human_age(f.age_seconds), f.path.display());
+    }
+    Ok(())
+}
+
+fn cache_prune(a: CachePruneArgs) -> Result<()> {
+    use stemcell::rootfs::cache::{human_size, prune, PruneOptions};
+    if a.older_than.is_some_and(|d| !(d >= 0.0)) {
+        bail!("--older-than {}: expected a number of days, 0 or more", a.older_than.unwrap_or_default());
+    }
+    let p = prune(&a.work_dir, &PruneOptions {
+        keep_latest: a.keep_latest,
+        older_than: a.older_than.map(|d| std::time::Duration::from_secs_f64(d * 86_400.0)),
+        dry_run: a.dry_run,
+    })?;
+    let verb = if a.dry_run { "would remove" } else { "removed" };
+    for k in &p.layers {
+        println!("{verb} layer {k}");
+    }
+    for f in &p.files {
+        println!("{verb} {}", f.display());
+    }
+    println!("{verb} {} layer(s), {} file(s), {}", p.layers.len(), p.files.len(), human_size(p.bytes));
+    Ok(())
+}
+
+/// One JSON document on stdout (a closed pipe, `| head`, is not an error).
+fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(v)?;
+    match writeln!(std::io::stdout(), "{text}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Creates the directory an output file goes into.
+fn create_parent(out: &std::path::Path) -> Result<()> {
+    match out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create the output directory", dir.display())),
+        None => Ok(()),
+    }
+}
+
+fn sha256_file(p: &std::path::Path) -> Result<String> {
+    use sha2::Digest;
+    let mut f = std::fs::File::open(p).with_context(|| format!("{}: cannot open", p.display()))?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("{}: cannot read", p.display()))?;
+    Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command has examples and every flag and argument a help line.
+    #[test]
+    fn every_command_and_flag_is_explained() {
+        let cmd = command();
+        let mut todo: Vec<(String, &clap::Command)> = cmd.get_subcommands().map(|c| (c.get_name().to_string(), c)).collect();
+        let mut seen = 0;
+        while let Some((path, c)) = todo.pop() {
+            if c.has_subcommands() {
+                todo.extend(c.get_subcommands().map(|s| (format!("{path} {}", s.get_name()), s)));
+                continue;
+            }
+            seen += 1;
+            let after = c.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(after.contains("Examples:\n  stemcell "), "{path}: no examples");
+            for a in c.get_arguments().filter(|a| !["help", "version"].contains(&a.get_id().as_str())) {
+                assert!(a.get_help().is_some(), "{path}: --{} has no help text", a.get_id());
+            }
+        }
+        assert_eq!(seen, EXAMPLES.len(), "an example per command");
+    }
 }

@@ -10,3 +10,4 @@ pub mod disk;
 pub mod formats;
 pub mod stemcell;
 pub mod build;
+pub mod planning;

@@ -22,6 +22,10 @@ impl LayerStore {
     /// Opens (creating) `<work_dir>/layers`, takes the work-dir lock (one build at a time) and
     /// removes what an interrupted build left.
     pub fn open(work_dir: &Path) -> Result<Self> {
+        // Absolute: mounts run with the layer directory as their working directory, so a
+        // relative `--work-dir` would name the wrong mount point.
+        let work_dir = &std::path::absolute(work_dir)
+            .with_context(|| format!("{}: cannot resolve", work_dir.display()))?;
         let dir = work_dir.join("layers");
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("{}: cannot create the layer cache", dir.display()))?;

@@ -7,3 +7,5 @@ pub mod host_tools;
 pub mod interrupt;
 pub mod layers;
 pub mod merged;
+pub mod os_release;
+pub mod cache;

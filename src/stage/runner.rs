@@ -9,7 +9,7 @@ use crate::recipe::plan::{Plan, PlannedStage};
 use crate::recipe::stage::Phase;
 use crate::rootfs::chroot::{OverlaySpec, Session};
 use crate::rootfs::layers::LayerStore;
-use crate::rootfs::{bootstrap, host_tools};
+use crate::rootfs::{bootstrap, cache, host_tools};
 use anyhow::{bail, Context, Result};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -120,6 +120,14 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<Built> {
             return Err(e);
         }
         store.commit(&plan.bootstrap_key)?;
+        cache::record(&store, &plan.bootstrap_key, &cache::LayerRecord {
+            os: plan.os.name.clone(),
+            phase: "bootstrap".into(),
+            stage: "bootstrap".into(),
+            ..Default::default()
+        });
+    } else {
+        cache::touch(&store, &plan.bootstrap_key);
     }
     timings.push(StepTiming {
         name: "bootstrap".into(),
@@ -148,6 +156,15 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<Built> {
                 )));
             }
             store.commit(&stage.key)?;
+            cache::record(&store, &stage.key, &cache::LayerRecord {
+                os: plan.os.name.clone(),
+                phase: stage.phase.to_string(),
+                stage: stage.name.clone(),
+                infrastructure: plan.infrastructure.clone().filter(|_| stage.phase == Phase::Stemcell),
+                parent: layers.first().cloned(),
+            });
+        } else {
+            cache::touch(&store, &stage.key);
         }
         timings.push(StepTiming {
             name: stage.name.clone(),

@@ -58,7 +58,8 @@ pub fn to_yaml(value: &Value) -> Result<String> {
 }
 
 /// A parsed `stemcell.MF` with the fields consumers read; `problems` lists every type or value
-/// a consumer would reject, one line each.
+/// a consumer would reject, one line each; `warnings` what is unusual but accepted (e.g. what
+/// `bosh repack-stemcell --version` leaves: a new `version`, the old `cloud_properties.version`).
 #[derive(Clone, Debug, Default)]
 pub struct ManifestView {
     pub raw: Mapping,
@@ -70,6 +71,7 @@ pub struct ManifestView {
     pub stemcell_formats: Vec<String>,
     pub cloud_properties: Mapping,
     pub problems: Vec<String>,
+    pub warnings: Vec<String>,
 }
 
 impl ManifestView {
@@ -87,13 +89,21 @@ impl ManifestView {
         v.name = v.required_string("name");
         v.version = v.required_string("version");
         v.sha1 = v.required_string("sha1");
-        v.operating_system = v.required_string("operating_system");
+        // The Director defaults a missing operating_system to the name (jobs/update_stemcell.rb).
+        v.operating_system = match raw.get("operating_system") {
+            None => {
+                v.warnings.push("stemcell.MF: operating_system is missing (the Director uses the name instead)".into());
+                None
+            }
+            Some(_) => v.required_string("operating_system"),
+        };
         if let Some(s) = &v.sha1 {
             if !(s.len() == 40
                 && s.bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
             {
-                v.problems.push(format!(
+                // Stored by the Director, never compared (jobs/update_stemcell.rb).
+                v.warnings.push(format!(
                     "stemcell.MF: sha1 {s:?} is not 40 lowercase hex digits"
                 ));
             }
@@ -124,15 +134,17 @@ impl ManifestView {
         match raw.get("bosh_protocol") {
             None | Some(Value::Number(_)) => {}
             Some(Value::String(s)) if s.parse::<u32>().is_ok() => {}
-            Some(other) => v.problems.push(format!(
+            // The Director ignores it; the CLI reads it as a string.
+            Some(other) => v.warnings.push(format!(
                 "stemcell.MF: bosh_protocol is {}, expected 1",
                 kind(other)
             )),
         }
         match raw.get("stemcell_formats") {
+            // The Director then treats every CPI as compatible.
             None => v
-                .problems
-                .push("stemcell.MF: stemcell_formats is missing".into()),
+                .warnings
+                .push("stemcell.MF: stemcell_formats is missing (every CPI is tried)".into()),
             Some(Value::Sequence(seq)) => {
                 if seq.is_empty() {
                     v.problems
@@ -155,8 +167,9 @@ impl ManifestView {
         }
         match raw.get("cloud_properties") {
             Some(Value::Mapping(m)) => v.cloud_properties = m.clone(),
-            None => v.problems.push(
-                "stemcell.MF: cloud_properties is missing (repack-stemcell needs a mapping)".into(),
+            // The Director passes null to the CPI; `repack-stemcell --cloud-properties` needs a map.
+            None => v.warnings.push(
+                "stemcell.MF: cloud_properties is missing (repack-stemcell --cloud-properties needs a mapping)".into(),
             ),
             Some(other) => v.problems.push(format!(
                 "stemcell.MF: cloud_properties is {}, expected a mapping",
@@ -201,6 +214,7 @@ impl ManifestView {
             }
         };
         let p = &mut self.problems;
+        let w = &mut self.warnings;
         for key in [
             "name",
             "version",
@@ -229,16 +243,19 @@ impl ManifestView {
             "a mapping of region to AMI id",
             p,
         );
+        // `bosh repack-stemcell --name/--version` change the top level only, and the BOSH CLI,
+        // the Director and the CPIs accept that (OpenStack names the Glance image from
+        // cloud_properties): unusual, not wrong.
         if let (Some(Value::String(cpn)), Some(n)) = (cp.get("name"), &self.name) {
             if cpn != n {
-                p.push(format!(
+                w.push(format!(
                     "stemcell.MF: cloud_properties.name {cpn:?} differs from name {n:?}"
                 ));
             }
         }
         if let (Some(Value::String(cpv)), Some(v)) = (cp.get("version"), &self.version) {
             if cpv != v {
-                p.push(format!(
+                w.push(format!(
                     "stemcell.MF: cloud_properties.version {cpv:?} differs from version {v:?}"
                 ));
             }

@@ -15,3 +15,5 @@ pub mod sbom;
 pub mod spec;
 pub mod tarball;
 pub mod verify;
+pub mod diff;
+pub mod filelist;
