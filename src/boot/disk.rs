@@ -46,6 +46,7 @@ pub fn raw_disk(stemcell: &Path, dir: &Path) -> Result<PathBuf> {
             .inner
             .iter()
             .find(|m| m.format != "xml" && !m.name.ends_with(".mf") && !m.name.ends_with(".ovf"))
+            .filter(|m| image.extracted.iter().any(|(n, _)| *n == m.name))
             .ok_or_else(|| anyhow!("{}: the image member holds no disk", stemcell.display()))?;
         (extract.join(&inner.name), inner.format.clone())
     };

@@ -19,12 +19,24 @@ const TOOLS: &[(&str, &str)] = &[
 /// Fails on the first missing tool, naming the package to install.
 pub fn require(tools: &[&str]) -> Result<()> {
     for tool in tools {
-        if crate::rootfs::host_tools::find(tool).is_none() {
+        if find(tool).is_none() {
             let pkg = TOOLS.iter().find(|(t, _)| t == tool).map(|(_, p)| *p).unwrap_or(tool);
             bail!("{tool}: not found on this host (install the Debian package '{pkg}')");
         }
     }
     Ok(())
+}
+
+/// A tool on PATH, or in the sbin directories a non-login root shell may leave out.
+fn find(tool: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin"].iter().map(std::path::PathBuf::from))
+        .map(|d| d.join(tool))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+        })
 }
 
 /// Runs a tool to completion; its stderr (first line) is the error.
