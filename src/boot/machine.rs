@@ -180,6 +180,11 @@ pub struct RunningVm {
 }
 
 impl RunningVm {
+    /// QEMU's process id (0 once it is gone).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     /// Fails when QEMU has exited, with its last error line.
     pub fn check_alive(&mut self) -> Result<()> {
         if let Some(child) = self.child.as_mut() {
