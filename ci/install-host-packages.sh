@@ -26,6 +26,8 @@ packages=(
   debootstrap mmdebstrap debian-archive-keyring ubuntu-keyring gnupg ca-certificates
   # boot tests
   ovmf genisoimage cpio
+  # stemcell boot: throwaway CA and mbus certificate, the HTTPS ping, SSH for the agent log
+  openssl curl openssh-client
 )
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-utils >/dev/null

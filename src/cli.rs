@@ -38,6 +38,11 @@ pub enum Command {
     /// What the work directory caches, and pruning it.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Boot a stemcell under QEMU as its cloud would and (with --ping) wait for its agent.
+    Boot(BootArgs),
+    /// (internal) Answer one metadata request on stdin/stdout; QEMU runs it per connection.
+    #[command(hide = true)]
+    BootMetadata(BootMetadataArgs),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -414,6 +419,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Diff(a) => diff(a),
         Command::Cache(CacheCommand::List(a)) => cache_list(a),
         Command::Cache(CacheCommand::Prune(a)) => cache_prune(a),
+        Command::Boot(a) => boot(a),
+        Command::BootMetadata(a) => boot_metadata(a),
     }
 }
 
@@ -822,4 +829,103 @@ mod tests {
         }
         assert_eq!(seen, EXAMPLES.len(), "an example per command");
     }
+// ---- stemcell boot ----
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootFirmware {
+    Bios,
+    Uefi,
+}
+
+#[derive(Args, Debug)]
+pub struct BootArgs {
+    /// A heavy stemcell tarball.
+    pub stemcell: PathBuf,
+    /// Firmware (default: what the stemcell asks for; UEFI for vSphere).
+    #[arg(long, value_enum)]
+    pub firmware: Option<BootFirmware>,
+    #[arg(long, default_value_t = 2048, value_name = "MiB")]
+    pub mem: u32,
+    #[arg(long, default_value_t = 2)]
+    pub smp: u32,
+    /// How much larger than the image the root disk is.
+    #[arg(long, default_value_t = 4, value_name = "GiB")]
+    pub disk_grow: u64,
+    /// Attach an ephemeral disk of this size (vSphere always gets one: 4 GiB by default).
+    #[arg(long, value_name = "GiB")]
+    pub ephemeral_disk: Option<u64>,
+    /// Seconds before giving up on the agent (or, without --ping, before stopping the VM).
+    #[arg(long, default_value_t = 900, value_name = "S")]
+    pub timeout: u64,
+    /// Wait for the agent to answer ping (then get_state) over its HTTPS message bus.
+    #[arg(long)]
+    pub ping: bool,
+    /// Keep the VM running after pong, until Ctrl-C.
+    #[arg(long)]
+    pub keep: bool,
+    /// Print the outcome as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// QEMU accelerator: kvm, tcg, or auto (KVM when /dev/kvm opens).
+    #[arg(long, default_value = "auto")]
+    pub accel: String,
+    /// Host port (127.0.0.1) forwarded to the agent's mbus port 6868; default any free one.
+    #[arg(long, default_value_t = 0)]
+    pub mbus_port: u16,
+    /// Host port (127.0.0.1) forwarded to the guest's SSH; default any free one.
+    #[arg(long, default_value_t = 0)]
+    pub ssh_port: u16,
+    /// Write the serial console here (default: inside the temporary directory, removed).
+    #[arg(long)]
+    pub serial_log: Option<PathBuf>,
+    /// Where the temporary directory (the disk, its overlay, the media) goes.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct BootMetadataArgs {
+    pub site: PathBuf,
+}
+
+fn boot(a: BootArgs) -> Result<()> {
+    stemcell::rootfs::interrupt::install();
+    let exe = std::env::current_exe().context("cannot find the stemcell binary")?;
+    let outcome = stemcell::boot::boot(&stemcell::boot::BootOptions {
+        stemcell: a.stemcell,
+        firmware: a.firmware.map(|f| match f {
+            BootFirmware::Bios => stemcell::boot::target::Firmware::Bios,
+            BootFirmware::Uefi => stemcell::boot::target::Firmware::Uefi,
+        }),
+        memory_mib: a.mem,
+        cpus: a.smp,
+        disk_grow_gib: a.disk_grow,
+        ephemeral_gib: a.ephemeral_disk,
+        timeout: std::time::Duration::from_secs(a.timeout),
+        ping: a.ping,
+        keep: a.keep,
+        accel: a.accel,
+        mbus_port: a.mbus_port,
+        ssh_port: a.ssh_port,
+        serial_log: a.serial_log,
+        work_dir: a.work_dir,
+        metadata_command: vec![exe.display().to_string(), "boot-metadata".into()],
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else if let Some(s) = outcome.seconds_to_pong {
+        println!(
+            "{}: pong after {s:.1}s; job_state: {}",
+            outcome.stemcell,
+            outcome.job_state.as_deref().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+fn boot_metadata(a: BootMetadataArgs) -> Result<()> {
+    // A stuck connection must not outlive its VM.
+    // SAFETY: alarm only schedules SIGALRM, whose default action ends this process.
+    unsafe { libc::alarm(60) };
+    stemcell::boot::metadata::serve_one(&a.site, &mut std::io::stdin().lock(), &mut std::io::stdout().lock())
 }

@@ -1,5 +1,6 @@
 //! The stemcell builder. Data flows one way through these modules, in this order:
-//! recipe → stage/rootfs → disk → formats → stemcell. A module never calls one before it.
+//! recipe → stage/rootfs → disk → formats → stemcell → boot (a consumer of finished
+//! stemcells). A module never calls one before it.
 pub mod output;
 pub mod parallel;
 pub mod recipe;
@@ -11,3 +12,4 @@ pub mod formats;
 pub mod stemcell;
 pub mod build;
 pub mod planning;
+pub mod boot;

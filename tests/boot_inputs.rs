@@ -1,0 +1,153 @@
+//! `stemcell boot` refuses what it cannot boot with one line and leaves nothing behind: a light
+//! stemcell, a warden stemcell, a host without QEMU, a port in use, and a disk whose agent.json
+//! names a settings source the tool cannot serve (Azure's File source). Cheap: no build, no
+//! VM; the last one makes a small disk with sfdisk and mke2fs -d.
+
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn stemcell() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_stemcell"))
+}
+
+/// Writes a stemcell tarball with `manifest` and, as `image`, a gzip tar of `disk` (or an
+/// empty image).
+fn fake_stemcell(dir: &Path, name: &str, manifest: &str, disk: Option<&Path>) -> PathBuf {
+    let tree = dir.join(format!("{name}.tree"));
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("stemcell.MF"), manifest).unwrap();
+    match disk {
+        Some(d) => {
+            let ok = Command::new("tar")
+                .arg("-czf")
+                .arg(tree.join("image"))
+                .arg("-C")
+                .arg(d.parent().unwrap())
+                .arg(d.file_name().unwrap())
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        None => std::fs::write(tree.join("image"), b"").unwrap(),
+    }
+    let out = dir.join(format!("{name}.tgz"));
+    let ok = Command::new("tar")
+        .arg("-czf")
+        .arg(&out)
+        .arg("-C")
+        .arg(&tree)
+        .args(["stemcell.MF", "image"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    out
+}
+
+fn manifest(name: &str, formats: &str) -> String {
+    format!(
+        "---\nname: {name}\nversion: '0.0.1'\nbosh_protocol: 1\napi_version: 3\noperating_system: debian-bookworm\nsha1: {}\nstemcell_formats: [{formats}]\ncloud_properties:\n  name: {name}\n  version: '0.0.1'\n",
+        "0".repeat(40)
+    )
+}
+
+/// Runs `stemcell boot` with `args`; returns its stderr after checking it failed with one line
+/// and left the work directory empty.
+fn refused(work: &Path, args: &[&str], path_env: Option<&Path>) -> String {
+    let mut cmd = stemcell();
+    cmd.arg("boot").args(args).arg("--work-dir").arg(work).args(["--accel", "tcg"]);
+    if let Some(p) = path_env {
+        cmd.env("PATH", p);
+    }
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} succeeded: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.ends_with(": azure, reading its disk")).collect();
+    assert_eq!(lines.len(), 1, "one line: {err}");
+    assert_eq!(std::fs::read_dir(work).unwrap().count(), 0, "nothing left in {}", work.display());
+    err
+}
+
+#[test]
+fn light_and_warden_stemcells_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let light = fake_stemcell(tmp.path(), "light", &manifest("bosh-openstack-kvm-debian-bookworm", "openstack-light"), None);
+    let e = refused(&work, &[light.to_str().unwrap()], None);
+    assert!(e.contains("light stemcell"), "{e}");
+    let warden = fake_stemcell(tmp.path(), "warden", &manifest("bosh-warden-boshlite-debian-bookworm", "warden-tar"), None);
+    let e = refused(&work, &[warden.to_str().unwrap()], None);
+    assert!(e.contains("warden"), "{e}");
+    let e = refused(&work, &[tmp.path().join("missing.tgz").to_str().unwrap()], None);
+    assert!(e.contains("missing.tgz"), "{e}");
+}
+
+#[test]
+fn a_missing_qemu_and_a_port_in_use_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let heavy = fake_stemcell(tmp.path(), "os", &manifest("bosh-openstack-kvm-debian-bookworm", "openstack-qcow2"), None);
+
+    // A PATH with every tool but QEMU's system emulator.
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for tool in ["qemu-img", "openssl", "curl", "ssh", "ssh-keygen", "genisoimage", "tar", "gzip"] {
+        for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
+            let p = Path::new(dir).join(tool);
+            if p.exists() {
+                let _ = std::os::unix::fs::symlink(&p, bin.join(tool));
+                break;
+            }
+        }
+    }
+    let e = refused(&work, &[heavy.to_str().unwrap()], Some(&bin));
+    assert!(e.contains("qemu-system-x86_64") && e.contains("qemu-system-x86"), "{e}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let e = refused(&work, &[heavy.to_str().unwrap(), "--mbus-port", &port], None);
+    assert!(e.contains(&format!("127.0.0.1:{port}")) && e.contains("--mbus-port"), "{e}");
+}
+
+#[test]
+fn an_agent_json_with_no_source_the_tool_serves_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    // A 64 MiB MBR disk whose one Linux partition holds Azure's agent.json (File source only).
+    let root = tmp.path().join("root");
+    std::fs::create_dir_all(root.join("var/vcap/bosh")).unwrap();
+    let config = json!({
+        "Platform": { "Linux": { "DevicePathResolutionType": "scsi" } },
+        "Infrastructure": { "Settings": { "Sources": [
+            { "Type": "File", "SettingsPath": "/var/lib/cloud/instance/user-data.txt" } ] } }
+    });
+    std::fs::write(root.join("var/vcap/bosh/agent.json"), config.to_string()).unwrap();
+    let disk_dir = tmp.path().join("disk");
+    std::fs::create_dir_all(&disk_dir).unwrap();
+    let disk = disk_dir.join("root.img");
+    std::fs::File::create(&disk).unwrap().set_len(64 << 20).unwrap();
+    let mut sfdisk = Command::new("sfdisk")
+        .arg("-q")
+        .arg(&disk)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    sfdisk.stdin.take().unwrap().write_all(b"label: dos\nstart=2048, type=83\n").unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    let ok = Command::new("mke2fs")
+        .args(["-q", "-t", "ext4", "-d"])
+        .arg(&root)
+        .args(["-E", "offset=1048576"])
+        .arg(&disk)
+        .arg("60M")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let azure = fake_stemcell(tmp.path(), "azure", &manifest("bosh-azure-hyperv-debian-bookworm", "azure-vhd"), Some(&disk));
+    let e = refused(&work, &[azure.to_str().unwrap()], None);
+    assert!(e.contains("no settings source this tool can serve") && e.contains("File"), "{e}");
+}
