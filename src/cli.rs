@@ -367,6 +367,8 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("diff", "stemcell diff published/bosh-stemcell-0.0.1-openstack-kvm-debian-bookworm.tgz out/bosh-stemcell-0.0.2-openstack-kvm-debian-bookworm.tgz\n  stemcell diff --files --json OLD.tgz NEW.tgz | jq '.packages.upgraded'"),
     ("cache list", "stemcell cache list\n  stemcell cache list --work-dir target/e2e/work --json"),
     ("cache prune", "stemcell cache prune --keep-latest 1\n  stemcell cache prune --older-than 14 --dry-run"),
+    ("boot", "stemcell boot out/bosh-stemcell-0.0.1-openstack-kvm-debian-bookworm.tgz --ping --accel tcg\n  stemcell boot out/bosh-stemcell-0.0.1-vsphere-esxi-debian-bookworm.tgz --ping --json --serial-log vsphere.log"),
+    ("boot-metadata", "stemcell boot-metadata SITE-DIR   (run by QEMU's guestfwd, one connection on stdin/stdout)"),
 ];
 
 /// Commands whose help lists the valid infrastructure and OS names.
@@ -805,30 +807,6 @@ fn sha256_file(p: &std::path::Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every command has examples and every flag and argument a help line.
-    #[test]
-    fn every_command_and_flag_is_explained() {
-        let cmd = command();
-        let mut todo: Vec<(String, &clap::Command)> = cmd.get_subcommands().map(|c| (c.get_name().to_string(), c)).collect();
-        let mut seen = 0;
-        while let Some((path, c)) = todo.pop() {
-            if c.has_subcommands() {
-                todo.extend(c.get_subcommands().map(|s| (format!("{path} {}", s.get_name()), s)));
-                continue;
-            }
-            seen += 1;
-            let after = c.get_after_help().map(|h| h.to_string()).unwrap_or_default();
-            assert!(after.contains("Examples:\n  stemcell "), "{path}: no examples");
-            for a in c.get_arguments().filter(|a| !["help", "version"].contains(&a.get_id().as_str())) {
-                assert!(a.get_help().is_some(), "{path}: --{} has no help text", a.get_id());
-            }
-        }
-        assert_eq!(seen, EXAMPLES.len(), "an example per command");
-    }
 // ---- stemcell boot ----
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -844,8 +822,10 @@ pub struct BootArgs {
     /// Firmware (default: what the stemcell asks for; UEFI for vSphere).
     #[arg(long, value_enum)]
     pub firmware: Option<BootFirmware>,
+    /// Guest memory.
     #[arg(long, default_value_t = 2048, value_name = "MiB")]
     pub mem: u32,
+    /// Guest CPUs.
     #[arg(long, default_value_t = 2)]
     pub smp: u32,
     /// How much larger than the image the root disk is.
@@ -885,6 +865,7 @@ pub struct BootArgs {
 
 #[derive(Args, Debug)]
 pub struct BootMetadataArgs {
+    /// The directory of metadata answers `stemcell boot` wrote for this VM.
     pub site: PathBuf,
 }
 
@@ -928,4 +909,30 @@ fn boot_metadata(a: BootMetadataArgs) -> Result<()> {
     // SAFETY: alarm only schedules SIGALRM, whose default action ends this process.
     unsafe { libc::alarm(60) };
     stemcell::boot::metadata::serve_one(&a.site, &mut std::io::stdin().lock(), &mut std::io::stdout().lock())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command has examples and every flag and argument a help line.
+    #[test]
+    fn every_command_and_flag_is_explained() {
+        let cmd = command();
+        let mut todo: Vec<(String, &clap::Command)> = cmd.get_subcommands().map(|c| (c.get_name().to_string(), c)).collect();
+        let mut seen = 0;
+        while let Some((path, c)) = todo.pop() {
+            if c.has_subcommands() {
+                todo.extend(c.get_subcommands().map(|s| (format!("{path} {}", s.get_name()), s)));
+                continue;
+            }
+            seen += 1;
+            let after = c.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(after.contains("Examples:\n  stemcell "), "{path}: no examples");
+            for a in c.get_arguments().filter(|a| !["help", "version"].contains(&a.get_id().as_str())) {
+                assert!(a.get_help().is_some(), "{path}: --{} has no help text", a.get_id());
+            }
+        }
+        assert_eq!(seen, EXAMPLES.len(), "an example per command");
+    }
 }
