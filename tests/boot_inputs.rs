@@ -111,21 +111,13 @@ fn a_missing_qemu_and_a_port_in_use_are_named() {
     assert!(e.contains(&format!("127.0.0.1:{port}")) && e.contains("--mbus-port"), "{e}");
 }
 
-#[test]
-fn an_agent_json_with_no_source_the_tool_serves_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    // A 64 MiB MBR disk whose one Linux partition holds Azure's agent.json (File source only).
-    let root = tmp.path().join("root");
+/// A 64 MiB MBR disk (no boot loader) whose one Linux partition holds `agent_json`, packed as
+/// a raw-disk stemcell named `name`.
+fn stemcell_with_agent_json(dir: &Path, name: &str, agent_json: &serde_json::Value) -> PathBuf {
+    let root = dir.join(format!("{name}.root"));
     std::fs::create_dir_all(root.join("var/vcap/bosh")).unwrap();
-    let config = json!({
-        "Platform": { "Linux": { "DevicePathResolutionType": "scsi" } },
-        "Infrastructure": { "Settings": { "Sources": [
-            { "Type": "File", "SettingsPath": "/var/lib/cloud/instance/user-data.txt" } ] } }
-    });
-    std::fs::write(root.join("var/vcap/bosh/agent.json"), config.to_string()).unwrap();
-    let disk_dir = tmp.path().join("disk");
+    std::fs::write(root.join("var/vcap/bosh/agent.json"), agent_json.to_string()).unwrap();
+    let disk_dir = dir.join(format!("{name}.disk"));
     std::fs::create_dir_all(&disk_dir).unwrap();
     let disk = disk_dir.join("root.img");
     std::fs::File::create(&disk).unwrap().set_len(64 << 20).unwrap();
@@ -147,7 +139,83 @@ fn an_agent_json_with_no_source_the_tool_serves_is_refused() {
         .status()
         .unwrap();
     assert!(ok.success());
-    let azure = fake_stemcell(tmp.path(), "azure", &manifest("bosh-azure-hyperv-debian-bookworm", "azure-vhd"), Some(&disk));
+    let infrastructure = name.split('-').nth(1).unwrap();
+    fake_stemcell(dir, name, &manifest(name, &format!("{infrastructure}-raw")), Some(&disk))
+}
+
+#[test]
+fn an_agent_json_with_no_source_the_tool_serves_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let config = json!({
+        "Platform": { "Linux": { "DevicePathResolutionType": "scsi" } },
+        "Infrastructure": { "Settings": { "Sources": [
+            { "Type": "File", "SettingsPath": "/var/lib/cloud/instance/user-data.txt" } ] } }
+    });
+    let azure = stemcell_with_agent_json(tmp.path(), "bosh-azure-hyperv-debian-bookworm", &config);
     let e = refused(&work, &[azure.to_str().unwrap()], None);
     assert!(e.contains("no settings source this tool can serve") && e.contains("File"), "{e}");
+}
+
+/// QEMU processes whose command line mentions `needle`.
+fn qemus_with(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.starts_with("qemu-system-x86_64") && c.contains(needle))
+        .count()
+}
+
+/// A boot that times out (the disk has no boot loader, so no agent ever answers) and a boot
+/// stopped with SIGINT both leave no QEMU, no port in use and no temporary file.
+#[test]
+fn a_timeout_and_ctrl_c_leave_nothing_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let config = json!({
+        "Platform": { "Linux": {} },
+        "Infrastructure": { "Settings": { "Sources": [
+            { "Type": "ConfigDrive", "DiskPaths": ["/dev/disk/by-label/config-2"],
+              "MetaDataPath": "ec2/latest/meta-data.json", "UserDataPath": "ec2/latest/user-data" } ] } }
+    });
+    let openstack = stemcell_with_agent_json(tmp.path(), "bosh-openstack-kvm-debian-bookworm", &config);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let serial = tmp.path().join("serial.log");
+    let boot = |extra: &[&str]| {
+        let mut cmd = stemcell();
+        cmd.arg("boot").arg(&openstack).args(["--accel", "tcg", "--mem", "256", "--smp", "1", "--disk-grow", "0"]);
+        cmd.args(["--mbus-port", &port.to_string(), "--serial-log"]).arg(&serial).arg("--work-dir").arg(&work).args(extra);
+        cmd
+    };
+
+    let out = boot(&["--ping", "--timeout", "8"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("did not answer ping within 8s"), "{err}");
+    assert!(err.contains("--- last lines of the serial console"), "{err}");
+    assert!(std::fs::read_to_string(&serial).unwrap().contains("SeaBIOS"), "the console was written");
+    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "temporary files left");
+    assert_eq!(qemus_with(&work.display().to_string()), 0, "QEMU left running");
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("the mbus port is free again");
+
+    let mut child = boot(&["--timeout", "300"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let started = std::time::Instant::now();
+    while qemus_with(&work.display().to_string()) == 0 {
+        assert!(started.elapsed().as_secs() < 120, "QEMU never started");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    nix_kill(child.id());
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "temporary files left");
+    assert_eq!(qemus_with(&work.display().to_string()), 0, "QEMU left running");
+    std::net::TcpListener::bind(("127.0.0.1", port)).expect("the mbus port is free again");
+}
+
+fn nix_kill(pid: u32) {
+    assert!(Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap().success());
 }

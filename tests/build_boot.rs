@@ -258,16 +258,19 @@ fn boot_and_ping(name: &str, firmware: Option<&str>, source: &str, requests: &[&
     }
     let label = format!("{name}-{}", firmware.unwrap_or("default"));
     let mut cmd = stemcell();
-    cmd.arg("boot").arg(out.join(name)).args(["--ping", "--json", "--accel", "tcg", "--timeout", "600"]);
+    cmd.arg("boot").arg(out.join(name)).args(["--ping", "--json", "--accel", "tcg", "--timeout", "900"]);
     if let Some(f) = firmware {
         cmd.args(["--firmware", f]);
     }
     cmd.arg("--work-dir").arg(e2e_dir()).arg("--serial-log").arg(e2e_dir().join(format!("last-serial-{label}.log")));
     let started = std::time::Instant::now();
-    let json = run(&mut cmd)?;
-    let json = &json[json.find("{\n").context("JSON outcome")?..];
-    let json = &json[..json.rfind('}').unwrap() + 1];
-    let outcome: serde_json::Value = serde_json::from_str(json)?;
+    let text = run(&mut cmd)?;
+    // stdout (the --json outcome) comes first in `run`'s text, then stderr's progress lines.
+    let start = text.find("{\n").context("a JSON outcome")?;
+    let outcome: serde_json::Value = serde_json::Deserializer::from_str(&text[start..])
+        .into_iter::<serde_json::Value>()
+        .next()
+        .context("a JSON outcome")??;
     eprintln!("{label}: {:.1}s to pong ({:?} in all): {outcome}", outcome["seconds_to_pong"].as_f64().unwrap_or(0.0), started.elapsed());
     assert_eq!(outcome["job_state"], "running", "{outcome}");
     assert!(outcome["settings_source"].as_str().unwrap_or("").contains(source), "{outcome}");
