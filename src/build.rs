@@ -172,6 +172,7 @@ fn stemcell_root(
             build_time: std::env::var("BUILD_TIME").ok().filter(|t| !t.is_empty()),
             stemcell_version: Some(req.version.clone()),
             extra_vars,
+            source_date_epoch: disk::layout::source_date_epoch_from_env()?,
         },
     )?;
     if let Some(base_key) = base {
@@ -211,7 +212,10 @@ fn finish_stemcell(
     let start = Instant::now();
     let spec = disk_spec(req, infra, seed, os_family)?;
     let root_uuid = spec.ids.root_fs.to_string();
-    let session = Session::open(root)?;
+    let mut session = Session::open(root)?;
+    if let Some(t) = spec.source_date_epoch {
+        session.set_env("SOURCE_DATE_EPOCH", &t.to_string());
+    }
     let warden = infra.outputs.iter().all(|o| o.image == ImageKind::FilesTar);
     if !warden {
         disk::grub::prepare_root(root, &root_uuid)?;

@@ -364,6 +364,7 @@ fn os_image(a: OsImageArgs) -> Result<()> {
         os: a.os.clone(),
         mirror: a.mirror.clone(),
         build_time: std::env::var("BUILD_TIME").ok().filter(|t| !t.is_empty()),
+        source_date_epoch: stemcell::disk::layout::source_date_epoch_from_env()?,
         ..Default::default()
     };
     let plan = resolve(&root, &options)?;
@@ -383,7 +384,7 @@ fn os_image(a: OsImageArgs) -> Result<()> {
         binds: Vec::new(),
     };
     let built = runner::run(&plan, &options)?;
-    export::write_os_image(&built.store, &built.layers, &a.output, a.force)?;
+    export::write_os_image(&built.store, &built.layers, plan.source_date_epoch, &a.output, a.force)?;
     eprint!("{}", built.report());
     eprintln!("{}", a.output.display());
     Ok(())
@@ -407,6 +408,7 @@ fn plan(a: PlanArgs) -> Result<()> {
                 None => bail!("--var {v}: expected NAME=VALUE"),
             })
             .collect::<Result<_>>()?,
+        source_date_epoch: stemcell::disk::layout::source_date_epoch_from_env()?,
     };
     let plan = resolve(&root, &options)?;
     let row = |phase: &str, name: &str, key: &str, status: &str, description: &str| {
