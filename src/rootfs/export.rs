@@ -21,8 +21,10 @@ if [ -f "$rc" ] && [ ! -L "$rc" ]; then : > "$rc"; fi
 
 /// After [`UNDO_BUILD_ONLY`], streams the tree as tar on stdout. Owners numeric, so the image's
 /// uids are kept whatever the build host's /etc/passwd says; file capabilities kept; members
-/// sorted. `$MTIME_OPTIONS` clamps every mtime to SOURCE_DATE_EPOCH in a reproducible build.
-const EXPORT_TAR: &str = r#"exec tar --numeric-owner --xattrs --xattrs-include=security.capability --sort=name $MTIME_OPTIONS -C "$ROOT" -cf - .
+/// sorted. `--xattrs` makes the archive POSIX (pax), whose extended headers would record each
+/// file's atime and ctime (the build's clock): they are left out, and the headers' own names
+/// fixed. `$MTIME_OPTIONS` clamps every mtime to SOURCE_DATE_EPOCH in a reproducible build.
+const EXPORT_TAR: &str = r#"exec tar --numeric-owner --xattrs --xattrs-include=security.capability --sort=name --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime $MTIME_OPTIONS -C "$ROOT" -cf - .
 "#;
 
 /// The tar options that make the export reproducible: no mtime newer than SOURCE_DATE_EPOCH
