@@ -213,6 +213,7 @@ pub fn stemcell_plan_options(
         build_time: std::env::var("BUILD_TIME").ok().filter(|t| !t.is_empty()),
         stemcell_version: Some(version.to_string()),
         extra_vars,
+        source_date_epoch: disk::layout::source_date_epoch_from_env()?,
     })
 }
 
@@ -229,7 +230,10 @@ fn finish_stemcell(
     let start = Instant::now();
     let spec = disk_spec(req, infra, seed, os_family)?;
     let root_uuid = spec.ids.root_fs.to_string();
-    let session = Session::open(root)?;
+    let mut session = Session::open(root)?;
+    if let Some(t) = spec.source_date_epoch {
+        session.set_env("SOURCE_DATE_EPOCH", &t.to_string());
+    }
     let warden = infra.outputs.iter().all(|o| o.image == ImageKind::FilesTar);
     if !warden {
         disk::grub::prepare_root(root, &root_uuid)?;

@@ -579,6 +579,7 @@ fn os_image(a: OsImageArgs) -> Result<()> {
         os: a.os.clone(),
         mirror: a.mirror.clone(),
         build_time: std::env::var("BUILD_TIME").ok().filter(|t| !t.is_empty()),
+        source_date_epoch: stemcell::disk::layout::source_date_epoch_from_env()?,
         ..Default::default()
     };
     let plan = resolve(&root, &options)?;
@@ -599,7 +600,7 @@ fn os_image(a: OsImageArgs) -> Result<()> {
     };
     let built = runner::run(&plan, &options)?;
     create_parent(&a.output)?;
-    export::write_os_image(&built.store, &built.layers, &a.output, a.force)?;
+    export::write_os_image(&built.store, &built.layers, plan.source_date_epoch, &a.output, a.force)?;
     eprint!("{}", built.report());
     eprintln!("{}", a.output.display());
     Ok(())

@@ -93,6 +93,7 @@ pub fn plan(req: &PlanRequest) -> Result<PlanReport> {
             },
         };
         options.build_time = build_time_setting(root)?;
+        options.source_date_epoch = crate::disk::layout::source_date_epoch_from_env()?;
         options.extra_vars.extend(req.extra_vars.iter().cloned());
         let mut plan = resolve(root, &options)?;
         if let Some((_, key)) = &import {

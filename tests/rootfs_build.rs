@@ -143,7 +143,7 @@ fn build_kill_resume_export() {
         .any(|e| { e.file_name().to_string_lossy().ends_with(".partial") }));
     let out = tmp.path().join("debian-bookworm.tgz");
     let t = Instant::now();
-    export::write_os_image(&built.store, &built.layers, &out, false).unwrap();
+    export::write_os_image(&built.store, &built.layers, None, &out, false).unwrap();
     eprintln!(
         "export took {:.1}s, {} bytes",
         t.elapsed().as_secs_f64(),

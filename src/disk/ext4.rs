@@ -113,7 +113,11 @@ pub fn build(disk: &File, part: &Extent, fs: &Ext4) -> Result<()> {
         proc_path(disk),
         blocks.to_string(),
     ]);
-    let mut cmd = duct::cmd("mke2fs", &args).env("MKE2FS_CONFIG", conf.path());
+    // mke2fs -d adds each directory's entries in alphasort (strcoll) order: the C locale keeps
+    // that order, and so the inode numbers, the same whatever the caller's locale.
+    let mut cmd = duct::cmd("mke2fs", &args)
+        .env("MKE2FS_CONFIG", conf.path())
+        .env("LC_ALL", "C");
     if let Some(t) = fs.source_date_epoch {
         cmd = cmd.env("E2FSPROGS_FAKE_TIME", t.to_string());
     }

@@ -32,13 +32,23 @@ impl KeyHasher {
     }
 }
 
-/// The bootstrap key: the OS definition file, the mirror, and the bootstrap package set
-/// (the mmdebstrap variant).
-pub fn bootstrap_key(os_file_bytes: &[u8], mirror: &str, variant: &str) -> String {
+/// The bootstrap key: the OS definition file, the mirror, the bootstrap package set (the
+/// mmdebstrap variant) and SOURCE_DATE_EPOCH when the build has one (every tool in the chroot
+/// stamps it into what it writes: initramfs, shadow dates). Every stage key chains from this one.
+pub fn bootstrap_key(
+    os_file_bytes: &[u8],
+    mirror: &str,
+    variant: &str,
+    source_date_epoch: Option<u64>,
+) -> String {
     let mut h = KeyHasher::new("bootstrap");
     h.part("os", os_file_bytes)
         .part("mirror", mirror.as_bytes())
         .part("variant", variant.as_bytes());
+    // Absent, not hashed: a build without it keeps the keys it always had.
+    if let Some(t) = source_date_epoch {
+        h.part("source date epoch", t.to_string().as_bytes());
+    }
     h.finish()
 }
 
@@ -64,10 +74,19 @@ mod tests {
 
     #[test]
     fn bootstrap_key_covers_mirror_and_packages() {
-        let k = bootstrap_key(b"os", "http://a", "minbase");
-        assert_eq!(k, bootstrap_key(b"os", "http://a", "minbase"));
-        assert_ne!(k, bootstrap_key(b"os", "http://b", "minbase"));
-        assert_ne!(k, bootstrap_key(b"os", "http://a", "buildd"));
-        assert_ne!(k, bootstrap_key(b"os2", "http://a", "minbase"));
+        let k = bootstrap_key(b"os", "http://a", "minbase", None);
+        assert_eq!(k, bootstrap_key(b"os", "http://a", "minbase", None));
+        assert_ne!(k, bootstrap_key(b"os", "http://b", "minbase", None));
+        assert_ne!(k, bootstrap_key(b"os", "http://a", "buildd", None));
+        assert_ne!(k, bootstrap_key(b"os2", "http://a", "minbase", None));
+    }
+
+    #[test]
+    fn bootstrap_key_covers_source_date_epoch() {
+        let none = bootstrap_key(b"os", "http://a", "minbase", None);
+        let one = bootstrap_key(b"os", "http://a", "minbase", Some(1700000000));
+        assert_ne!(none, one);
+        assert_eq!(one, bootstrap_key(b"os", "http://a", "minbase", Some(1700000000)));
+        assert_ne!(one, bootstrap_key(b"os", "http://a", "minbase", Some(1700000001)));
     }
 }

@@ -38,6 +38,9 @@ pub struct Plan {
     /// Variables available to every template: os.*, infrastructure, stemcell_version,
     /// build_time, passwords.*, packages.* (see recipe::vars).
     pub vars: tera::Context,
+    /// SOURCE_DATE_EPOCH of a reproducible build: set in the environment of the bootstrap and
+    /// of every chroot command (already covered by [`Plan::bootstrap_key`]).
+    pub source_date_epoch: Option<u64>,
 }
 
 /// The cache contract with the runner: the result of the step with `key` (a stage, or the

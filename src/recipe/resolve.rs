@@ -29,6 +29,8 @@ pub struct PlanOptions {
     pub stemcell_version: Option<String>,
     /// Extra variables (passwords, agent inputs...), merged into `Plan::vars`.
     pub extra_vars: Vec<(String, String)>,
+    /// SOURCE_DATE_EPOCH: given to every command in the chroot, and part of every cache key.
+    pub source_date_epoch: Option<u64>,
 }
 
 /// The stemcell version when none is given (the official builder's default build number).
@@ -143,7 +145,12 @@ pub fn resolve_with_apt(root: &Path, options: &PlanOptions, etc_apt: &Path) -> R
         extra_vars: &options.extra_vars,
     })?;
 
-    let bootstrap = bootstrap_key(&loaded_os.bytes, &chosen, os::BOOTSTRAP_VARIANT);
+    let bootstrap = bootstrap_key(
+        &loaded_os.bytes,
+        &chosen,
+        os::BOOTSTRAP_VARIANT,
+        options.source_date_epoch,
+    );
     let mut previous = bootstrap.clone();
     let mut stages = Vec::new();
     let mut phases = vec![Phase::OsImage];
@@ -177,6 +184,7 @@ pub fn resolve_with_apt(root: &Path, options: &PlanOptions, etc_apt: &Path) -> R
         bootstrap_key: bootstrap,
         stages,
         vars: vars::to_context(&all_vars),
+        source_date_epoch: options.source_date_epoch,
     })
 }
 

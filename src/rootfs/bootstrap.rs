@@ -19,8 +19,15 @@ use std::process::Stdio;
 /// Removed again when the OS image is exported.
 pub const POLICY_RC_D: &str = "#!/bin/sh\n# stemcell build: no daemons in the chroot\nexit 101\n";
 
-/// Bootstraps `os` from `mirror` into the empty directory `target`, logging to `log`.
-pub fn bootstrap(os: &OsDefinition, mirror: &str, target: &Path, log: &Path) -> Result<()> {
+/// Bootstraps `os` from `mirror` into the empty directory `target`, logging to `log`. With
+/// `source_date_epoch`, mmdebstrap and dpkg get it (reproducible bootstrap).
+pub fn bootstrap(
+    os: &OsDefinition,
+    mirror: &str,
+    source_date_epoch: Option<u64>,
+    target: &Path,
+    log: &Path,
+) -> Result<()> {
     host_tools::require(&["mmdebstrap", "unshare", "gpgv"])?;
     if !Path::new(&os.keyring).is_file() {
         bail!(
@@ -56,6 +63,9 @@ pub fn bootstrap(os: &OsDefinition, mirror: &str, target: &Path, log: &Path) -> 
     .stdin(Stdio::null())
     .stdout(log_file.try_clone()?)
     .stderr(log_file);
+    if let Some(t) = source_date_epoch {
+        cmd.env("SOURCE_DATE_EPOCH", t.to_string());
+    }
     for (name, value) in std::env::vars() {
         if name.to_lowercase().ends_with("_proxy") {
             cmd.env(name, value);

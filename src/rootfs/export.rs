@@ -20,15 +20,28 @@ if [ -f "$rc" ] && [ ! -L "$rc" ]; then : > "$rc"; fi
 "#;
 
 /// After [`UNDO_BUILD_ONLY`], streams the tree as tar on stdout. Owners numeric, so the image's
-/// uids are kept whatever the build host's /etc/passwd says; file capabilities kept.
-const EXPORT_TAR: &str = r#"exec tar --numeric-owner --xattrs --xattrs-include=security.capability --sort=name -C "$ROOT" -cf - .
+/// uids are kept whatever the build host's /etc/passwd says; file capabilities kept; members
+/// sorted. `--xattrs` makes the archive POSIX (pax), whose extended headers would record each
+/// file's atime and ctime (the build's clock): they are left out, and the headers' own names
+/// fixed. `$MTIME_OPTIONS` clamps every mtime to SOURCE_DATE_EPOCH in a reproducible build.
+const EXPORT_TAR: &str = r#"exec tar --numeric-owner --xattrs --xattrs-include=security.capability --sort=name --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime $MTIME_OPTIONS -C "$ROOT" -cf - .
 "#;
+
+/// The tar options that make the export reproducible: no mtime newer than SOURCE_DATE_EPOCH
+/// (files written during the build carry the build's clock otherwise).
+fn mtime_options(source_date_epoch: Option<u64>) -> String {
+    match source_date_epoch {
+        Some(t) => format!("--mtime=@{t} --clamp-mtime"),
+        None => String::new(),
+    }
+}
 
 /// Writes the merged view of `lower` (layer names, topmost first) to `output` as a gzip tarball.
 /// Returns the uncompressed tar size in bytes.
 pub fn write_tarball(
     store: &LayerStore,
     lower: &[String],
+    source_date_epoch: Option<u64>,
     output: &Path,
     force: bool,
     log: &Path,
@@ -48,7 +61,10 @@ pub fn write_tarball(
             .with_context(|| format!("{}: cannot create log", log.display()))?;
         let mut child = session.spawn(
             Exec::Host,
-            &format!("{UNDO_BUILD_ONLY}{EXPORT_TAR}"),
+            &format!(
+                "{UNDO_BUILD_ONLY}MTIME_OPTIONS='{}'\n{EXPORT_TAR}",
+                mtime_options(source_date_epoch)
+            ),
             Stdio::null(),
             Stdio::piped(),
             Stdio::from(log_file),
@@ -170,6 +186,7 @@ pub fn remove_stale_outputs(output: &Path) {
 pub fn write_os_image(
     store: &LayerStore,
     lower: &[String],
+    source_date_epoch: Option<u64>,
     output: &Path,
     force: bool,
 ) -> Result<()> {
@@ -187,7 +204,7 @@ pub fn write_os_image(
         std::fs::create_dir_all(cached.parent().unwrap())
             .with_context(|| format!("{}: cannot create", cached.display()))?;
         let logs = store.work_dir().join("logs");
-        write_tarball(store, lower, &cached, true, &logs.join("export.log"))?;
+        write_tarball(store, lower, source_date_epoch, &cached, true, &logs.join("export.log"))?;
         let session = read_only_session(store, lower)?;
         write_command_output(&session, "dpkg -l", &side_file(&cached, "packages.txt"), true)?;
         write_command_output(

@@ -113,7 +113,8 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<Built> {
         let target = store.begin(&plan.bootstrap_key)?;
         std::fs::remove_dir(&target)?; // mmdebstrap wants to create it
         let log = logs.join("00-bootstrap.log");
-        let result = bootstrap::bootstrap(&plan.os, &plan.mirror, &target, &log);
+        let result =
+            bootstrap::bootstrap(&plan.os, &plan.mirror, plan.source_date_epoch, &target, &log);
         if let Err(e) = result {
             store.abandon(&plan.bootstrap_key);
             progress.fail("bootstrap");
@@ -200,6 +201,9 @@ fn run_stage(
     })?;
     for (src, name) in binds {
         session.bind_run_dir(src, name);
+    }
+    if let Some(t) = plan.source_date_epoch {
+        session.set_env("SOURCE_DATE_EPOCH", &t.to_string());
     }
     let mut log_file = std::fs::File::create(log)
         .with_context(|| format!("{}: cannot create log", log.display()))?;

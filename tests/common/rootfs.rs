@@ -103,6 +103,7 @@ pub fn plan(mirror: &str, stages: &[(&str, Option<&str>)]) -> Plan {
         bootstrap_key,
         stages: planned,
         vars,
+        source_date_epoch: None,
     }
 }
 
