@@ -582,7 +582,7 @@ fn os_image(a: OsImageArgs) -> Result<()> {
         }
     }
     let options = RunOptions {
-        work_dir: a.work_dir.clone(),
+        work_dir: absolute(&a.work_dir)?,
         from_stage: a.from_stage.clone(),
         phase: Some(Phase::OsImage),
         quiet: false,
@@ -656,7 +656,8 @@ fn build(a: BuildArgs) -> Result<()> {
         mirror: a.inputs.mirror.clone(),
         inputs: a.inputs.by_name(),
         grub_password: a.grub_password,
-        work_dir: a.work_dir,
+        // Absolute: it is bound and mounted from inside namespaces with other working directories.
+        work_dir: absolute(&a.work_dir)?,
         output_dir: a.output_dir,
         force: a.force,
         keep_disks: a.keep_disks,
@@ -779,6 +780,10 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+fn absolute(p: &std::path::Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("{}: cannot resolve", p.display()))
 }
 
 /// Creates the directory an output file goes into.
