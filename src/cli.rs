@@ -753,7 +753,7 @@ fn cache_list(a: CacheListArgs) -> Result<()> {
 
 fn cache_prune(a: CachePruneArgs) -> Result<()> {
     use stemcell::rootfs::cache::{human_size, prune, PruneOptions};
-    if a.older_than.is_some_and(|d| !(d >= 0.0)) {
+    if a.older_than.is_some_and(|d| d.is_nan() || d < 0.0) {
         bail!("--older-than {}: expected a number of days, 0 or more", a.older_than.unwrap_or_default());
     }
     let p = prune(&a.work_dir, &PruneOptions {
