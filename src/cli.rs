@@ -592,7 +592,7 @@ fn os_image(a: OsImageArgs) -> Result<()> {
         }
     }
     let options = RunOptions {
-        work_dir: a.work_dir.clone(),
+        work_dir: absolute(&a.work_dir)?,
         from_stage: a.from_stage.clone(),
         phase: Some(Phase::OsImage),
         quiet: false,
@@ -666,7 +666,8 @@ fn build(a: BuildArgs) -> Result<()> {
         mirror: a.inputs.mirror.clone(),
         inputs: a.inputs.by_name(),
         grub_password: a.grub_password,
-        work_dir: a.work_dir,
+        // Absolute: it is bound and mounted from inside namespaces with other working directories.
+        work_dir: absolute(&a.work_dir)?,
         output_dir: a.output_dir,
         force: a.force,
         keep_disks: a.keep_disks,
@@ -762,7 +763,7 @@ fn cache_list(a: CacheListArgs) -> Result<()> {
 
 fn cache_prune(a: CachePruneArgs) -> Result<()> {
     use stemcell::rootfs::cache::{human_size, prune, PruneOptions};
-    if a.older_than.is_some_and(|d| !(d >= 0.0)) {
+    if a.older_than.is_some_and(|d| d.is_nan() || d < 0.0) {
         bail!("--older-than {}: expected a number of days, 0 or more", a.older_than.unwrap_or_default());
     }
     let p = prune(&a.work_dir, &PruneOptions {
@@ -789,6 +790,10 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }
+}
+
+fn absolute(p: &std::path::Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("{}: cannot resolve", p.display()))
 }
 
 /// Creates the directory an output file goes into.

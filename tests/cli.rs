@@ -86,6 +86,8 @@ fn diff_reports_manifest_packages_sizes_and_files() {
     let f = &d["files"];
     let paths = |k: &str| -> Vec<String> { f[k].as_array().unwrap().iter().map(|x| x["path"].as_str().unwrap().to_string()).collect() };
     assert_eq!(paths("added"), ["/etc/added"]);
+    // etc, usr, usr/bin, lost+found, and the files.
+    assert_eq!((f["count_a"].as_u64(), f["count_b"].as_u64()), (Some(8), Some(8)));
     assert_eq!(paths("removed"), ["/etc/removed"]);
     assert_eq!(paths("changed"), ["/etc/hostname", "/etc/link", "/usr/bin/tool"]);
     let tool = &f["changed"][2];

@@ -440,6 +440,9 @@ fn verify_rejects_each_corruption() {
         );
         assert_eq!(std::fs::read_dir(&light_dir).unwrap().count(), 0);
     }
+    // inspect shows what verify only warns about, as `bosh inspect-local-stemcell` does.
+    let (ok, out, err) = run(bin().arg("inspect").arg(t.path().join("dot.tgz")));
+    assert!(ok && out.contains("./packages.txt"), "{err}");
     let (ok, _, err) = run(bin().arg("inspect").arg(t.path().join("dotdot.tgz")));
     assert!(
         !ok && err.contains("escapes the extraction directory"),

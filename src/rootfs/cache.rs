@@ -134,32 +134,30 @@ pub fn list(work_dir: &Path) -> Result<Listing> {
     Ok(Listing { work_dir: work_dir.to_path_buf(), layers, files, total_bytes })
 }
 
-/// Orders layers by OS, then along each chain (parent before child), unknown ones last.
+/// Orders layers by OS, then chain by chain (a bootstrap or an import and what was built on
+/// it), parent before child; unknown ones last.
 fn order_layers(layers: &mut [LayerEntry]) {
-    let depth: BTreeMap<String, usize> = {
-        let parents: BTreeMap<&str, Option<&str>> = layers
-            .iter()
-            .map(|l| (l.key.as_str(), l.record.as_ref().and_then(|r| r.parent.as_deref())))
-            .collect();
-        layers
-            .iter()
-            .map(|l| {
-                let (mut d, mut k) = (0, l.key.as_str());
-                while let Some(Some(p)) = parents.get(k) {
-                    d += 1;
-                    k = p;
-                    if d > 1000 {
-                        break;
-                    }
-                }
-                (l.key.clone(), d)
-            })
-            .collect()
+    let parents: BTreeMap<String, Option<String>> = layers
+        .iter()
+        .map(|l| (l.key.clone(), l.record.as_ref().and_then(|r| r.parent.clone())))
+        .collect();
+    // (chain root, depth) of each layer.
+    let place = |key: &str| {
+        let (mut depth, mut k) = (0usize, key.to_string());
+        while let Some(Some(p)) = parents.get(&k) {
+            depth += 1;
+            k = p.clone();
+            if depth > 10_000 {
+                break;
+            }
+        }
+        (k, depth)
     };
-    layers.sort_by_key(|l| {
+    layers.sort_by_cached_key(|l| {
         let os = l.record.as_ref().map(|r| r.os.clone()).unwrap_or_else(|| "~unknown".into());
         let infra = l.record.as_ref().and_then(|r| r.infrastructure.clone()).unwrap_or_default();
-        (os, depth[&l.key], infra, l.age_seconds)
+        let (root, depth) = place(&l.key);
+        (os, root, depth, infra, l.age_seconds)
     });
 }
 

@@ -69,6 +69,9 @@ pub struct FileChange {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct FilesDiff {
+    /// How many files each root filesystem holds.
+    pub count_a: usize,
+    pub count_b: usize,
     pub added: Vec<FileInfo>,
     pub removed: Vec<FileInfo>,
     pub changed: Vec<FileChange>,
@@ -250,7 +253,7 @@ fn sizes_of(scan: &Scan) -> Sizes {
 }
 
 fn files_diff(a: &BTreeMap<String, FileInfo>, b: &BTreeMap<String, FileInfo>) -> FilesDiff {
-    let mut d = FilesDiff::default();
+    let mut d = FilesDiff { count_a: a.len(), count_b: b.len(), ..Default::default() };
     for (p, fa) in a {
         match b.get(p) {
             None => d.removed.push(fa.clone()),
@@ -310,7 +313,15 @@ pub fn render(d: &StemcellDiff) -> String {
         }
     }
     if let Some(f) = &d.files {
-        let _ = writeln!(o, "Files: {} added, {} removed, {} changed", f.added.len(), f.removed.len(), f.changed.len());
+        let _ = writeln!(
+            o,
+            "Files ({} -> {}): {} added, {} removed, {} changed",
+            f.count_a,
+            f.count_b,
+            f.added.len(),
+            f.removed.len(),
+            f.changed.len()
+        );
         let show = |f: &FileInfo| format!("{} {} {}:{} {}", f.kind, f.mode, f.uid, f.gid, f.size);
         for x in &f.added {
             let _ = writeln!(o, "  + {} ({})", x.path, show(x));

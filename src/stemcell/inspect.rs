@@ -72,7 +72,11 @@ pub fn inspect_data(path: &Path) -> Result<Inspection> {
         )
     })?;
     let view = ManifestView::parse(text).with_context(|| format!("{}", path.display()))?;
-    if let Some(p) = scan.problems.first() {
+    // Refused: what no consumer would extract safely. A `./` prefix or an odd member is shown
+    // as it is (`verify` warns about it), as `bosh inspect-local-stemcell` shows it.
+    let unsafe_name = |n: &str| n.starts_with('/') || n.split('/').any(|c| c == "..");
+    if let Some(m) = scan.members.iter().find(|m| unsafe_name(&m.name)) {
+        let p = super::reader::name_problem(&m.name).unwrap_or_default();
         bail!("{}: {p}", path.display());
     }
     let image = scan.image.as_ref().map(|img| {
