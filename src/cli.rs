@@ -163,8 +163,12 @@ pub struct PlanArgs {
 
 #[derive(Args, Debug)]
 pub struct TestImageArgs {
-    /// OS image tarball (.tgz or .tar) or a directory holding a root filesystem.
+    /// OS image tarball (.tgz or .tar), a directory holding a root filesystem, or a stemcell
+    /// tarball (its OS image and stemcell checks, for its infrastructure).
     pub file: PathBuf,
+    /// Print one JSON document on standard output instead of the PASS/FAIL lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -204,6 +208,11 @@ pub struct BuildArgs {
     pub blobstore_azure_storage: Option<String>,
     #[arg(long, value_name = "HEX")]
     pub blobstore_azure_storage_sha256: Option<String>,
+    /// Leave out the blobstore CLIs that were not given (by default all four are installed,
+    /// from the official releases pinned in assets/stemcell/agent-release.yaml). A stemcell
+    /// without bosh-blobstore-dav cannot fetch packages from a default Director.
+    #[arg(long)]
+    pub no_blobstore_clis: bool,
     /// GRUB superuser (vcap) password; a random one per build when absent (printed at the end).
     /// Required with SOURCE_DATE_EPOCH, for reproducible disks.
     #[arg(long)]
@@ -430,7 +439,8 @@ fn plan(a: PlanArgs) -> Result<()> {
 
 fn test_image(a: TestImageArgs) -> Result<()> {
     let root = stemcell::recipe::resolve::project_root();
-    stemcell::imagetest::test_image(&a.file, &root).map(|_| ())
+    let scratch = stemcell::imagetest::scratch_dir();
+    stemcell::imagetest::test_image_in(&a.file, &root, &scratch, a.json).map(|_| ())
 }
 
 fn build(a: BuildArgs) -> Result<()> {
@@ -450,6 +460,7 @@ fn build(a: BuildArgs) -> Result<()> {
             ("bosh-blobstore-s3", a.blobstore_s3, a.blobstore_s3_sha256),
             ("bosh-blobstore-azure-storage", a.blobstore_azure_storage, a.blobstore_azure_storage_sha256),
         ],
+        no_blobstore_clis: a.no_blobstore_clis,
         grub_password: a.grub_password,
         work_dir: a.work_dir,
         output_dir: a.output_dir,
