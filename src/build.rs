@@ -38,8 +38,10 @@ pub struct BuildRequest {
     pub os_image: Option<PathBuf>,
     pub mirror: Option<String>,
     /// Build inputs by name (`bosh-agent`, `bosh-blobstore-dav`, ...): PATH or URL and sha256.
-    /// The agent is required (given, or pinned in `assets/`); a blobstore CLI is optional.
+    /// Each is given or else the release pinned in `assets/`; the agent is always required.
     pub inputs: Vec<(&'static str, Option<String>, Option<String>)>,
+    /// Build without the blobstore CLIs that were not given (`--no-blobstore-clis`).
+    pub no_blobstore_clis: bool,
     /// GRUB superuser password; random per build when absent.
     pub grub_password: Option<String>,
     pub work_dir: PathBuf,
@@ -82,15 +84,25 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
     // Build inputs: fetched, digest-checked and staged for the read-only bind.
     let start = Instant::now();
     let assets = req.root.join("assets");
-    let mut staged = Vec::new();
+    // Every input is chosen (and its flags checked) before any is fetched.
+    let mut chosen = Vec::new();
     for name in inputs::KNOWN_INPUTS.iter().map(|(n, _)| *n) {
         let given = req.inputs.iter().find(|(n, _, _)| *n == name);
         let location = given.and_then(|(_, l, _)| l.as_deref());
         let sha = given.and_then(|(_, _, s)| s.as_deref());
-        if let Some(spec) = inputs::select(&assets, name, location, sha)? {
-            let fetched = inputs::fetch(&spec, &req.work_dir.join("inputs"))?;
-            staged.push((spec, fetched));
+        if let Some(spec) = inputs::select(&assets, name, location, sha, req.no_blobstore_clis)? {
+            chosen.push((spec, location.is_none()));
         }
+    }
+    let mut staged = Vec::new();
+    for (spec, pinned) in chosen {
+        let fetched = match inputs::fetch(&spec, &req.work_dir.join("inputs")) {
+            Ok(f) => f,
+            // The pinned release cannot be had (offline): say which flags replace it.
+            Err(e) if pinned => bail!("{e:#}; {}", inputs::input_hint(&spec.name)),
+            Err(e) => return Err(e),
+        };
+        staged.push((spec, fetched));
     }
     let inputs_dir = req.work_dir.join("run-inputs");
     if inputs_dir.exists() {

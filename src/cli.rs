@@ -317,8 +317,12 @@ pub struct CachePruneArgs {
 
 #[derive(Args, Debug)]
 pub struct TestImageArgs {
-    /// OS image tarball (.tgz or .tar) or a directory holding a root filesystem.
+    /// OS image tarball (.tgz or .tar), a directory holding a root filesystem, or a stemcell
+    /// tarball (its OS image and stemcell checks, for its infrastructure).
     pub file: PathBuf,
+    /// Print one JSON document on standard output instead of the PASS/FAIL lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -331,6 +335,11 @@ pub struct BuildArgs {
     pub version: String,
     #[command(flatten)]
     pub inputs: InputArgs,
+    /// Leave out the blobstore CLIs that were not given (by default all four are installed,
+    /// from the official releases pinned in assets/stemcell/agent-release.yaml). A stemcell
+    /// without bosh-blobstore-dav cannot fetch packages from a default Director.
+    #[arg(long)]
+    pub no_blobstore_clis: bool,
     /// GRUB superuser (vcap) password; a random one per build when absent (printed at the end).
     /// Required with SOURCE_DATE_EPOCH, for reproducible disks.
     #[arg(long)]
@@ -649,7 +658,8 @@ fn plan(a: PlanArgs) -> Result<()> {
 
 fn test_image(a: TestImageArgs) -> Result<()> {
     let root = stemcell::recipe::resolve::project_root();
-    stemcell::imagetest::test_image(&a.file, &root).map(|_| ())
+    let scratch = stemcell::imagetest::scratch_dir();
+    stemcell::imagetest::test_image_in(&a.file, &root, &scratch, a.json).map(|_| ())
 }
 
 fn build(a: BuildArgs) -> Result<()> {
@@ -665,6 +675,7 @@ fn build(a: BuildArgs) -> Result<()> {
         os_image: a.inputs.os_image.clone(),
         mirror: a.inputs.mirror.clone(),
         inputs: a.inputs.by_name(),
+        no_blobstore_clis: a.no_blobstore_clis,
         grub_password: a.grub_password,
         // Absolute: it is bound and mounted from inside namespaces with other working directories.
         work_dir: absolute(&a.work_dir)?,

@@ -83,11 +83,14 @@ fn build_into(out: &Path, infrastructures: &[&str], keep_disks: bool) -> Result<
     }
     cmd.args(["--version", VERSION, "--os", "debian-bookworm", "--agent"])
         .arg(&agent)
-        .args(["--agent-sha256", &sha256_file(&agent)])
-        .arg("--blobstore-dav")
-        .arg(standin_dav_cli())
-        .args(["--blobstore-dav-sha256", &sha256_file(&standin_dav_cli())])
-        .args(["--grub-password", GRUB_PASSWORD, "--force", "--work-dir"])
+        .args(["--agent-sha256", &sha256_file(&agent)]);
+    // The stand-in serves as all four blobstore CLIs (the pinned releases need the network).
+    for cli in ["dav", "gcs", "s3", "azure-storage"] {
+        cmd.arg(format!("--blobstore-{cli}"))
+            .arg(standin_dav_cli())
+            .args([&format!("--blobstore-{cli}-sha256"), &sha256_file(&standin_dav_cli())]);
+    }
+    cmd.args(["--grub-password", GRUB_PASSWORD, "--force", "--work-dir"])
         .arg(e2e_dir().join("work"))
         .arg("-o")
         .arg(out)
@@ -220,11 +223,12 @@ fn build_writes_verified_stemcells_with_the_official_layout() -> Result<()> {
     let checks = run(stemcell().arg("test-image").arg(&files))?;
     assert!(checks.contains(" 0 failed"), "{checks}");
 
-    // The blobstore CLI given with --blobstore-dav is installed under its official name.
-    let dav = files.join("var/vcap/bosh/bin/bosh-blobstore-dav");
-    assert_eq!(std::fs::read(&dav)?, std::fs::read(standin_dav_cli())?, "{}", dav.display());
-    assert_eq!(std::fs::metadata(&dav)?.permissions().mode() & 0o777, 0o755);
-    assert!(!files.join("var/vcap/bosh/bin/bosh-blobstore-s3").exists(), "no CLI that was not given");
+    // Each blobstore CLI given is installed under its official name.
+    for cli in ["dav", "gcs", "s3", "azure-storage"] {
+        let path = files.join(format!("var/vcap/bosh/bin/bosh-blobstore-{cli}"));
+        assert_eq!(std::fs::read(&path)?, std::fs::read(standin_dav_cli())?, "{}", path.display());
+        assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o755);
+    }
     Ok(())
 }
 
@@ -324,7 +328,7 @@ fn bad_build_inputs_are_refused_with_one_line() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let agent = standin_agent();
     let base = |cmd: &mut Command| {
-        cmd.args(["build", "--version", "1", "--os", "debian-bookworm", "--work-dir"])
+        cmd.args(["build", "--version", "1", "--os", "debian-bookworm", "--no-blobstore-clis", "--work-dir"])
             .arg(tmp.path().join("work"))
             .arg("-o")
             .arg(tmp.path().join("out"));
@@ -350,6 +354,24 @@ fn bad_build_inputs_are_refused_with_one_line() -> Result<()> {
     c.arg("--blobstore-s3").arg(standin_dav_cli());
     let e = stderr_of(&mut c);
     assert!(e.contains("bosh-blobstore-s3") && e.contains("--blobstore-s3-sha256"), "{e}");
+
+    // No blobstore flag and no opt-out: the pinned releases are fetched; offline (a proxy that
+    // refuses), the build stops with one line naming the flags that replace them.
+    let mut c = stemcell();
+    c.args(["build", "--version", "1", "--os", "debian-bookworm", "--infrastructure", "openstack", "--work-dir"])
+        .arg(tmp.path().join("work"))
+        .arg("-o")
+        .arg(tmp.path().join("out"))
+        .arg("--agent")
+        .arg(&agent)
+        .args(["--agent-sha256", &sha256_file(&agent)])
+        .env("https_proxy", "http://127.0.0.1:9")
+        .env("HTTPS_PROXY", "http://127.0.0.1:9");
+    let e = stderr_of(&mut c);
+    assert!(
+        e.contains("bosh-blobstore-dav") && e.contains("pass --blobstore-dav PATH --blobstore-dav-sha256 HEX, or --no-blobstore-clis"),
+        "{e}"
+    );
 
     let wrong = "0".repeat(64);
     let mut c = stemcell();
@@ -381,5 +403,63 @@ fn bad_build_inputs_are_refused_with_one_line() -> Result<()> {
     assert!(!tmp.path().join("out").read_dir().map(|mut d| d.next().is_some()).unwrap_or(false));
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")?;
     assert!(!mounts.contains(&tmp.path().to_string_lossy().to_string()));
+    Ok(())
+}
+
+/// The official acceptance specs as `stemcell test-image` carries them (checks/): every stemcell
+/// of the shared build, and the OS image exported from the same layer cache, pass every check
+/// that applies; the not-applicable ones (Debian differs) are skipped with their reason.
+#[test]
+fn test_image_passes_on_each_stemcell() -> Result<()> {
+    let (out, _) = built();
+    let _heavy = one_at_a_time();
+    let tmp = tempfile::tempdir_in(e2e_dir())?;
+    let os_image = tmp.path().join("debian-bookworm.tgz");
+    run(stemcell()
+        .args(["os-image", "--os", "debian-bookworm", "--work-dir"])
+        .arg(e2e_dir().join("work"))
+        .arg("-o")
+        .arg(&os_image))?;
+    let mut images = vec![os_image.clone()];
+    for name in [OPENSTACK, OPENSTACK_RAW, VSPHERE] {
+        images.push(out.join(name));
+    }
+    for image in &images {
+        let started = std::time::Instant::now();
+        let output = stemcell()
+            .args(["test-image", "--json"])
+            .arg(image)
+            .env("TMPDIR", tmp.path())
+            .output()?;
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .with_context(|| format!("{}: not JSON: {}", image.display(), String::from_utf8_lossy(&output.stderr)))?;
+        let checks = report["checks"].as_array().context("checks")?;
+        let failed: Vec<String> = checks
+            .iter()
+            .filter(|c| c["verdict"] == "fail")
+            .map(|c| format!("{} {}: {}", c["id"], c["description"], c["reason"]))
+            .collect();
+        let not_applicable: Vec<&str> = checks
+            .iter()
+            .filter(|c| c["verdict"] == "not_applicable")
+            .filter_map(|c| c["id"].as_str())
+            .collect();
+        eprintln!(
+            "{}: {} passed, {} failed, {} skipped ({} not applicable: {}) in {:.0?}",
+            image.display(),
+            report["passed"],
+            report["failed"],
+            report["skipped"],
+            not_applicable.len(),
+            not_applicable.join(", "),
+            started.elapsed()
+        );
+        assert!(failed.is_empty(), "{}: failed:\n{}", image.display(), failed.join("\n"));
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(report["passed"].as_u64().unwrap() > 100, "{report}");
+    }
+    // Nothing left behind in the scratch directory but the exported OS image.
+    let left: Vec<_> = std::fs::read_dir(tmp.path())?.filter_map(|e| e.ok().map(|e| e.file_name())).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("debian-bookworm.tgz")]);
     Ok(())
 }

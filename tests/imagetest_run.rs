@@ -77,15 +77,13 @@ fn checks_run_inside_a_root_directory() {
     );
     assert_eq!(report.os.as_ref().unwrap().name, "debian-bookworm");
     let text = report.render();
-    assert!(text.contains("PASS    2 the hostname\n"), "{text}");
-    assert!(
-        text.contains("SKIP    3 a check for Ubuntu only\n"),
-        "{text}"
-    );
-    assert!(
-        text.ends_with("3 passed, 0 failed, 1 skipped (debian-bookworm)\n"),
-        "{text}"
-    );
+    assert!(text.starts_with("test-image: debian-bookworm OS image\n"), "{text}");
+    assert!(text.contains("PASS 2 the hostname\n"), "{text}");
+    assert!(text.contains("SKIP 3 a check for Ubuntu only\n"), "{text}");
+    assert!(text.ends_with("\n3 passed, 0 failed, 1 skipped\n"), "{text}");
+    let json = report.to_json();
+    assert_eq!((json["passed"].as_u64(), json["failed"].as_u64(), json["skipped"].as_u64()), (Some(3), Some(0), Some(1)));
+    assert_eq!(json["checks"][2]["verdict"], "skip");
 }
 
 /// Tars `root` with `./` member names, adding a setuid file owned by uid 1234 and /dev/null.
@@ -140,7 +138,7 @@ fn a_tarball_is_extracted_faithfully_checked_and_removed() {
 "#
     );
     let project = project(dir.path(), &checks);
-    let err = imagetest::test_image_in(&tarball, &project, &scratch).unwrap_err();
+    let err = imagetest::test_image_in(&tarball, &project, &scratch, false).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("{}: 1 of 5 image checks failed", tarball.display())
@@ -210,7 +208,7 @@ fn hostile_tarballs_are_refused_and_leave_nothing_behind() {
     ] {
         let tarball = dir.path().join("hostile.tgz");
         hostile_tarball(&tarball, name, kind);
-        let err = imagetest::test_image_in(&tarball, &project, &scratch).unwrap_err();
+        let err = imagetest::test_image_in(&tarball, &project, &scratch, false).unwrap_err();
         let member = String::from_utf8_lossy(name);
         let chain = format!("{err:#}");
         assert!(
@@ -228,25 +226,34 @@ fn hostile_tarballs_are_refused_and_leave_nothing_behind() {
 }
 
 #[test]
-fn a_stemcell_is_refused_with_a_clear_message() {
+fn a_stemcell_without_a_disk_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let project = project(dir.path(), CHECKS);
+    fs::create_dir_all(project.join("checks/stemcell")).unwrap();
+    fs::write(project.join("checks/stemcell/s.yaml"), CHECKS).unwrap();
     let stemcell = dir.path().join("bosh-stemcell.tgz");
     let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
         fs::File::create(&stemcell).unwrap(),
         flate2::Compression::fast(),
     ));
-    let mut header = tar::Header::new_gnu();
-    header.set_path("stemcell.MF").unwrap();
-    header.set_size(0);
-    header.set_cksum();
-    builder.append(&header, std::io::empty()).unwrap();
+    let manifest = b"name: bosh-openstack-kvm-debian-bookworm-go_agent\ncloud_properties:\n  infrastructure: openstack\n";
+    for (name, data) in [("stemcell.MF", &manifest[..]), ("image", &b""[..])] {
+        let mut header = tar::Header::new_gnu();
+        header.set_path(name).unwrap();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append(&header, data).unwrap();
+    }
     builder.into_inner().unwrap().finish().unwrap();
-    let err = imagetest::test_image_in(&stemcell, &project, dir.path()).unwrap_err();
+    let scratch = dir.path().join("scratch");
+    fs::create_dir(&scratch).unwrap();
+    let err = imagetest::test_image_in(&stemcell, &project, &scratch, false).unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("{}: a stemcell, not an OS image: test-image checks an OS image tarball or a root directory", stemcell.display())
+        format!("{}: a light stemcell (empty image): no disk to test", stemcell.display())
     );
+    assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "nothing left behind");
 }
 
 #[test]
@@ -278,7 +285,7 @@ fn failing_checks_show_the_reason_and_output() {
         matches!(&report.results[0].verdict, Verdict::Fail { reason, .. } if reason == "output \"fixture\", expected \"other\"")
     );
     assert!(report.render().contains(
-        "FAIL    9 wrong hostname: output \"fixture\", expected \"other\"\n          | fixture\n"
+        "FAIL 9 wrong hostname: output \"fixture\", expected \"other\"\n          | fixture\n"
     ));
 }
 

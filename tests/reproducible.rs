@@ -70,12 +70,19 @@ fn build_os_image_and_stemcells(work: &Path, out: &Path) -> Result<()> {
         .arg(out.join("os.tgz")))?;
     let agent = manifest_dir().join("tests/fixtures/standin-agent/bosh-agent");
     let dav = manifest_dir().join("tests/fixtures/standin-blobstore/bosh-blobstore-dav");
-    run(stemcell()
+    let mut build = stemcell();
+    build
         .args(["build", "--infrastructure", "openstack", "--version", VERSION, "--os", OS, "--agent"])
         .arg(&agent)
-        .args(["--agent-sha256", &sha256_file(&agent)?, "--blobstore-dav"])
-        .arg(&dav)
-        .args(["--blobstore-dav-sha256", &sha256_file(&dav)?])
+        .args(["--agent-sha256", &sha256_file(&agent)?]);
+    // The stand-in serves as all four blobstore CLIs (the pinned releases need the network).
+    for cli in ["dav", "gcs", "s3", "azure-storage"] {
+        build
+            .arg(format!("--blobstore-{cli}"))
+            .arg(&dav)
+            .args([&format!("--blobstore-{cli}-sha256"), &sha256_file(&dav)?]);
+    }
+    run(build
         .args(["--grub-password", GRUB_PASSWORD, "--keep-disks", "--force", "--work-dir"])
         .arg(work)
         .arg("-o")

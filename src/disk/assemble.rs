@@ -205,6 +205,12 @@ pub fn assemble(root: &Path, spec: &DiskSpec, out: &Path, force: bool) -> Result
                 path: "EFI/ubuntu/grub.cfg".into(),
                 data: stub,
             },
+            // The full menu where the official UEFI layout has it (the stemcell spec reads
+            // `/boot/efi/EFI/grub/grub.cfg`); it finds the root by UUID itself.
+            EspFile {
+                path: "EFI/grub/grub.cfg".into(),
+                data: cfg.grub_cfg().into_bytes(),
+            },
         ];
         let now = epoch.unwrap_or_else(|| {
             std::time::SystemTime::now()

@@ -105,6 +105,8 @@ impl BootConfig<'_> {
     /// `/boot/grub/grub.cfg`: one entry anyone may boot (`--unrestricted`), editing needs the
     /// `vcap` superuser password. The modules it loads are all built into the GRUB images
     /// ([`crate::disk::grub::MODULES_COMMON`]), so no module directory is needed.
+    /// `set root=(hd0,0)` is the official line (the stemcell spec matches it); the `search`
+    /// after it sets the root that is used, by UUID.
     pub fn grub_cfg(&self) -> String {
         let k = self.kernel;
         let search = format!("search --no-floppy --fs-uuid --set=root {}", self.root_uuid);
@@ -117,6 +119,7 @@ impl BootConfig<'_> {
              insmod part_msdos\n\
              insmod part_gpt\n\
              insmod ext2\n\
+             set root=(hd0,0)\n\
              {search}\n\
              \n\
              menuentry '{title}' --class os --unrestricted {{\n\
@@ -193,6 +196,7 @@ mod tests {
         };
         let cfg = c.grub_cfg();
         assert!(cfg.contains("set default=\"0\"\n"));
+        assert!(cfg.contains("\nset root=(hd0,0)\nsearch --no-floppy --fs-uuid --set=root u-1\n"));
         assert!(cfg.contains(
             "\tlinux\t/boot/vmlinuz-6.8 root=UUID=u-1 ro vconsole.keymap=us net.ifnames=0"
         ));

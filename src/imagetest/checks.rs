@@ -31,9 +31,16 @@ pub struct CheckFile {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Check {
-    /// The official reference (official-builder.md §8.2 number), unique within a file.
+    /// Unique within a file: the upstream example (`file:line`) or the project's own reference.
     pub id: String,
     pub description: String,
+    /// The upstream example this check carries: `<spec file>:<line>` in
+    /// cloudfoundry/bosh-linux-stemcell-builder `bosh-stemcell/spec/`.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Images the example cannot apply to, and why (reported as skipped with the reason).
+    #[serde(default)]
+    pub not_applicable: Option<NotApplicable>,
     /// Run with `/bin/sh -e -c` inside the image; stdout and stderr are captured together.
     pub script: String,
     /// The images the check applies to; absent means every image.
@@ -41,6 +48,17 @@ pub struct Check {
     pub when: Option<CheckWhen>,
     #[serde(default)]
     pub expect: Expect,
+}
+
+/// Where an upstream example cannot apply, and why: the images are selected as by `when`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NotApplicable {
+    #[serde(default)]
+    pub os: Vec<String>,
+    #[serde(default)]
+    pub os_family: Vec<String>,
+    pub reason: String,
 }
 
 /// Which images a check applies to. Every listed field must match; empty lists match anything.
@@ -55,6 +73,13 @@ pub struct CheckWhen {
     pub os_family: Vec<String>,
     #[serde(default)]
     pub not_os: Vec<String>,
+    /// Stemcell infrastructures (`stemcell.MF` `cloud_properties.infrastructure`); a check
+    /// with this condition never applies to an OS image.
+    #[serde(default)]
+    pub infrastructure: Vec<String>,
+    /// The official suite's `exclude_on_<infrastructure>` tags.
+    #[serde(default)]
+    pub not_infrastructure: Vec<String>,
 }
 
 /// What passes: the exit status, and optionally conditions on the output.
@@ -72,6 +97,9 @@ pub struct Expect {
     /// Substrings that must not appear in the output.
     #[serde(default)]
     pub not_contains: Vec<String>,
+    /// The output must be one JSON document (the official `be_valid_json_file`).
+    #[serde(default)]
+    pub valid_json: bool,
 }
 
 impl Default for Expect {
@@ -81,6 +109,7 @@ impl Default for Expect {
             output: None,
             contains: Vec::new(),
             not_contains: Vec::new(),
+            valid_json: false,
         }
     }
 }
@@ -110,6 +139,11 @@ impl Expect {
         {
             return Some(format!("output contains {present:?}"));
         }
+        if self.valid_json {
+            if let Err(e) = serde_json::from_str::<serde_json::Value>(output) {
+                return Some(format!("output is not valid JSON: {e}"));
+            }
+        }
         None
     }
 }
@@ -121,6 +155,8 @@ pub struct ImageOs {
     pub name: String,
     /// `ubuntu`, `debian`: the os-release `ID`.
     pub family: String,
+    /// The stemcell's infrastructure; `None` for an OS image.
+    pub infrastructure: Option<String>,
 }
 
 impl ImageOs {
@@ -162,15 +198,27 @@ impl ImageOs {
         Ok(Self {
             name: format!("{id}-{codename}"),
             family: id,
+            infrastructure: None,
         })
     }
 
     /// Whether a check with this condition applies to the image.
     pub fn matches(&self, when: Option<&CheckWhen>) -> bool {
         let Some(when) = when else { return true };
+        let infra = self.infrastructure.as_ref();
         (when.os.is_empty() || when.os.contains(&self.name))
             && (when.os_family.is_empty() || when.os_family.contains(&self.family))
             && !when.not_os.contains(&self.name)
+            && (when.infrastructure.is_empty() || infra.is_some_and(|i| when.infrastructure.contains(i)))
+            && !infra.is_some_and(|i| when.not_infrastructure.contains(i))
+    }
+
+    /// Why a check cannot apply to this image, if it says so.
+    pub fn not_applicable<'a>(&self, na: Option<&'a NotApplicable>) -> Option<&'a str> {
+        let na = na?;
+        ((na.os.is_empty() || na.os.contains(&self.name))
+            && (na.os_family.is_empty() || na.os_family.contains(&self.family)))
+        .then_some(na.reason.as_str())
     }
 }
 
@@ -207,7 +255,8 @@ mod tests {
             os,
             ImageOs {
                 name: "debian-bookworm".into(),
-                family: "debian".into()
+                family: "debian".into(),
+                infrastructure: None,
             }
         );
         assert!(ImageOs::parse("ID=debian\n")
@@ -218,9 +267,10 @@ mod tests {
 
     #[test]
     fn conditions_select_checks() {
-        let os = ImageOs {
+        let mut os = ImageOs {
             name: "debian-bookworm".into(),
             family: "debian".into(),
+            infrastructure: None,
         };
         assert!(os.matches(None));
         assert!(os.matches(Some(&CheckWhen {
@@ -235,6 +285,29 @@ mod tests {
             not_os: vec!["debian-bookworm".into()],
             ..Default::default()
         })));
+        let vsphere_only = CheckWhen {
+            infrastructure: vec!["vsphere".into()],
+            ..Default::default()
+        };
+        let not_warden = CheckWhen {
+            not_infrastructure: vec!["warden".into()],
+            ..Default::default()
+        };
+        assert!(!os.matches(Some(&vsphere_only)), "an OS image has no infrastructure");
+        assert!(os.matches(Some(&not_warden)));
+        os.infrastructure = Some("vsphere".into());
+        assert!(os.matches(Some(&vsphere_only)));
+        os.infrastructure = Some("warden".into());
+        assert!(!os.matches(Some(&vsphere_only)));
+        assert!(!os.matches(Some(&not_warden)));
+        let na = NotApplicable {
+            os: vec![],
+            os_family: vec!["debian".into()],
+            reason: "Ubuntu package name".into(),
+        };
+        assert_eq!(os.not_applicable(Some(&na)), Some("Ubuntu package name"));
+        os.family = "ubuntu".into();
+        assert_eq!(os.not_applicable(Some(&na)), None);
     }
 
     #[test]
@@ -259,6 +332,12 @@ mod tests {
         assert_eq!(e.judge(0, "a"), None);
         assert_eq!(e.judge(0, "ab").unwrap(), "output contains \"b\"");
         assert_eq!(e.judge(0, "c").unwrap(), "output lacks \"a\"");
+        let e = Expect {
+            valid_json: true,
+            ..Default::default()
+        };
+        assert_eq!(e.judge(0, "{\"a\": 1}\n"), None);
+        assert!(e.judge(0, "{\"a\": 1").unwrap().starts_with("output is not valid JSON"));
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub enum Exec {
     /// The host's `/bin/sh -e -c SCRIPT` with `$ROOT` naming the (mounted) root and nothing else
     /// mounted: for exporting the tree as it will ship.
     Host,
+    /// Like [`Exec::Chroot`] but `/run` and `resolv.conf` are left as the image has them, as
+    /// the official builder's spec chroot sees the image: for checking what ships.
+    Inspect,
 }
 
 /// Runs as PID 1 of the new namespaces. Arguments: exec-kind root layers-dir overlay-options
@@ -109,6 +112,9 @@ ln -s /proc/self/fd "$R/dev/fd"
 ln -s /proc/self/fd/0 "$R/dev/stdin"
 ln -s /proc/self/fd/1 "$R/dev/stdout"
 ln -s /proc/self/fd/2 "$R/dev/stderr"
+if [ "$kind" = inspect ]; then
+  exec env -i "$@" chroot "$R" /bin/sh -e -c "$script"
+fi
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$R/run"
 # Read-only binds of host directories (build inputs), on the private /run tmpfs: they vanish
 # with the command and never reach a layer.
@@ -201,8 +207,13 @@ impl Session {
 
     /// Runs `script` with `/bin/sh -e` inside the root and captures stdout and stderr together.
     pub fn output(&self, script: &str) -> Result<CommandOutput> {
+        self.output_as(Exec::Chroot, script)
+    }
+
+    /// [`Session::output`] with the given kind of execution.
+    pub fn output_as(&self, exec: Exec, script: &str) -> Result<CommandOutput> {
         let mut buf = Vec::new();
-        let status = self.run(script, None, &mut buf)?;
+        let status = self.run_as(exec, script, None, &mut buf)?;
         Ok(CommandOutput {
             status,
             output: String::from_utf8_lossy(&buf).into_owned(),
@@ -302,7 +313,11 @@ impl Session {
         };
         let mut cmd = private_namespaces();
         cmd.args(["/bin/sh", "-c", SETUP, "stemcell-setup"])
-        .arg(if exec == Exec::Host { "host" } else { "chroot" })
+        .arg(match exec {
+            Exec::Host => "host",
+            Exec::Inspect => "inspect",
+            Exec::Chroot => "chroot",
+        })
         .arg(&self.root)
         .arg(&layers)
         .args([&overlay, script])

@@ -276,14 +276,31 @@ pub fn pinned_spec(assets_dir: &Path, name: &str) -> Result<InputSpec> {
     InputSpec::new(name, &release.url, Some(sha256)).with_context(|| path.display().to_string())
 }
 
+/// The flags that give `name` explicitly, and the opt-out when there is one: the hint every
+/// "cannot have this input" error ends with.
+pub fn input_hint(name: &str) -> String {
+    let flag = name.strip_prefix("bosh-").unwrap_or(name);
+    if is_blobstore_cli(name) {
+        format!("pass --{flag} PATH --{flag}-sha256 HEX, or --no-blobstore-clis")
+    } else {
+        format!("pass --{flag} PATH --{flag}-sha256 HEX")
+    }
+}
+
+/// The blobstore CLIs, installed by default (the agent fetches packages with them).
+pub fn is_blobstore_cli(name: &str) -> bool {
+    name.starts_with("bosh-blobstore-")
+}
+
 /// The input to use for `name`: the one given on the command line (`location` needs
-/// `sha256`), else the pinned release when it has a digest. The agent is required; a
-/// blobstore CLI without either is left out (`None`).
+/// `sha256`), else the pinned release. The agent is always required; the blobstore CLIs are
+/// too unless `no_blobstore_clis` (then `None`).
 pub fn select(
     assets_dir: &Path,
     name: &str,
     location: Option<&str>,
     sha256: Option<&str>,
+    no_blobstore_clis: bool,
 ) -> Result<Option<InputSpec>> {
     if let Some(location) = location {
         return InputSpec::new(name, location, sha256).map(Some);
@@ -291,10 +308,12 @@ pub fn select(
     if sha256.is_some() {
         bail!("{name}: a sha256 was given without a PATH or URL");
     }
+    if no_blobstore_clis && is_blobstore_cli(name) {
+        return Ok(None);
+    }
     match pinned_spec(assets_dir, name) {
         Ok(spec) => Ok(Some(spec)),
-        Err(e) if name == "bosh-agent" => Err(e.context("bosh-agent: no --agent given")),
-        Err(_) => Ok(None),
+        Err(e) => bail!("{name}: {e:#}; {}", input_hint(name)),
     }
 }
 
@@ -328,30 +347,39 @@ mod tests {
     }
 
     #[test]
-    fn select_prefers_the_given_input_and_requires_the_agent() {
+    fn select_prefers_the_given_input_and_defaults_to_the_pinned_releases() {
         let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
         let d = "c".repeat(64);
-        let given = select(&assets, "bosh-agent", Some("/a"), Some(&d))
+        let given = select(&assets, "bosh-agent", Some("/a"), Some(&d), false)
             .unwrap()
             .unwrap();
         assert_eq!(given.location, "/a");
-        // The pinned file has no digests yet: the agent must be given, a CLI is skipped.
-        let e = format!(
-            "{:#}",
-            select(&assets, "bosh-agent", None, None).unwrap_err()
-        );
-        assert!(e.starts_with("bosh-agent: no --agent given: "), "{e}");
-        assert!(e.contains("has no pinned sha256"), "{e}");
+        // Without a flag, the pinned release with the official digest.
+        let agent = select(&assets, "bosh-agent", None, None, true).unwrap().unwrap();
         assert_eq!(
-            select(&assets, "bosh-blobstore-dav", None, None).unwrap(),
+            agent.sha256,
+            "643de21ae5caced425c128ab2397ef8e0d3ffb588c2c891bc5342682690a40c7"
+        );
+        let dav = select(&assets, "bosh-blobstore-dav", None, None, false)
+            .unwrap()
+            .unwrap();
+        assert!(dav.location.contains("davcli-0.0.372"), "{}", dav.location);
+        // The opt-out drops the CLIs, never the agent.
+        assert_eq!(
+            select(&assets, "bosh-blobstore-dav", None, None, true).unwrap(),
             None
         );
-        let e = select(&assets, "bosh-blobstore-s3", None, Some(&d))
+        let e = select(&assets, "bosh-blobstore-s3", None, Some(&d), false)
             .unwrap_err()
             .to_string();
         assert_eq!(
             e,
             "bosh-blobstore-s3: a sha256 was given without a PATH or URL"
         );
+        assert_eq!(
+            input_hint("bosh-blobstore-azure-storage"),
+            "pass --blobstore-azure-storage PATH --blobstore-azure-storage-sha256 HEX, or --no-blobstore-clis"
+        );
+        assert_eq!(input_hint("bosh-agent"), "pass --agent PATH --agent-sha256 HEX");
     }
 }
