@@ -55,16 +55,28 @@ fn manifest(name: &str, formats: &str) -> String {
 /// and left the work directory empty.
 fn refused(work: &Path, args: &[&str], path_env: Option<&Path>) -> String {
     let mut cmd = stemcell();
-    cmd.arg("boot").args(args).arg("--work-dir").arg(work).args(["--accel", "tcg"]);
+    cmd.arg("boot")
+        .args(args)
+        .arg("--work-dir")
+        .arg(work)
+        .args(["--accel", "tcg"]);
     if let Some(p) = path_env {
         cmd.env("PATH", p);
     }
     let out = cmd.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{args:?} succeeded: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| !l.ends_with(": azure, reading its disk")).collect();
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.ends_with(": azure, reading its disk"))
+        .collect();
     assert_eq!(lines.len(), 1, "one line: {err}");
-    assert_eq!(std::fs::read_dir(work).unwrap().count(), 0, "nothing left in {}", work.display());
+    assert_eq!(
+        std::fs::read_dir(work).unwrap().count(),
+        0,
+        "nothing left in {}",
+        work.display()
+    );
     err
 }
 
@@ -73,13 +85,27 @@ fn light_and_warden_stemcells_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
-    let light = fake_stemcell(tmp.path(), "light", &manifest("bosh-openstack-kvm-debian-bookworm", "openstack-light"), None);
+    let light = fake_stemcell(
+        tmp.path(),
+        "light",
+        &manifest("bosh-openstack-kvm-debian-bookworm", "openstack-light"),
+        None,
+    );
     let e = refused(&work, &[light.to_str().unwrap()], None);
     assert!(e.contains("light stemcell"), "{e}");
-    let warden = fake_stemcell(tmp.path(), "warden", &manifest("bosh-warden-boshlite-debian-bookworm", "warden-tar"), None);
+    let warden = fake_stemcell(
+        tmp.path(),
+        "warden",
+        &manifest("bosh-warden-boshlite-debian-bookworm", "warden-tar"),
+        None,
+    );
     let e = refused(&work, &[warden.to_str().unwrap()], None);
     assert!(e.contains("warden"), "{e}");
-    let e = refused(&work, &[tmp.path().join("missing.tgz").to_str().unwrap()], None);
+    let e = refused(
+        &work,
+        &[tmp.path().join("missing.tgz").to_str().unwrap()],
+        None,
+    );
     assert!(e.contains("missing.tgz"), "{e}");
 }
 
@@ -88,12 +114,26 @@ fn a_missing_qemu_and_a_port_in_use_are_named() {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
-    let heavy = fake_stemcell(tmp.path(), "os", &manifest("bosh-openstack-kvm-debian-bookworm", "openstack-qcow2"), None);
+    let heavy = fake_stemcell(
+        tmp.path(),
+        "os",
+        &manifest("bosh-openstack-kvm-debian-bookworm", "openstack-qcow2"),
+        None,
+    );
 
     // A PATH with every tool but QEMU's system emulator.
     let bin = tmp.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    for tool in ["qemu-img", "openssl", "curl", "ssh", "ssh-keygen", "genisoimage", "tar", "gzip"] {
+    for tool in [
+        "qemu-img",
+        "openssl",
+        "curl",
+        "ssh",
+        "ssh-keygen",
+        "genisoimage",
+        "tar",
+        "gzip",
+    ] {
         for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] {
             let p = Path::new(dir).join(tool);
             if p.exists() {
@@ -103,12 +143,22 @@ fn a_missing_qemu_and_a_port_in_use_are_named() {
         }
     }
     let e = refused(&work, &[heavy.to_str().unwrap()], Some(&bin));
-    assert!(e.contains("qemu-system-x86_64") && e.contains("qemu-system-x86"), "{e}");
+    assert!(
+        e.contains("qemu-system-x86_64") && e.contains("qemu-system-x86"),
+        "{e}"
+    );
 
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let e = refused(&work, &[heavy.to_str().unwrap(), "--mbus-port", &port], None);
-    assert!(e.contains(&format!("127.0.0.1:{port}")) && e.contains("--mbus-port"), "{e}");
+    let e = refused(
+        &work,
+        &[heavy.to_str().unwrap(), "--mbus-port", &port],
+        None,
+    );
+    assert!(
+        e.contains(&format!("127.0.0.1:{port}")) && e.contains("--mbus-port"),
+        "{e}"
+    );
 }
 
 /// A 64 MiB MBR disk (no boot loader) whose one Linux partition holds `agent_json`, packed as
@@ -116,11 +166,18 @@ fn a_missing_qemu_and_a_port_in_use_are_named() {
 fn stemcell_with_agent_json(dir: &Path, name: &str, agent_json: &serde_json::Value) -> PathBuf {
     let root = dir.join(format!("{name}.root"));
     std::fs::create_dir_all(root.join("var/vcap/bosh")).unwrap();
-    std::fs::write(root.join("var/vcap/bosh/agent.json"), agent_json.to_string()).unwrap();
+    std::fs::write(
+        root.join("var/vcap/bosh/agent.json"),
+        agent_json.to_string(),
+    )
+    .unwrap();
     let disk_dir = dir.join(format!("{name}.disk"));
     std::fs::create_dir_all(&disk_dir).unwrap();
     let disk = disk_dir.join("root.img");
-    std::fs::File::create(&disk).unwrap().set_len(64 << 20).unwrap();
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
     let mut sfdisk = Command::new("sfdisk")
         .arg("-q")
         .arg(&disk)
@@ -128,7 +185,12 @@ fn stemcell_with_agent_json(dir: &Path, name: &str, agent_json: &serde_json::Val
         .spawn()
         .unwrap();
     use std::io::Write;
-    sfdisk.stdin.take().unwrap().write_all(b"label: dos\nstart=2048, type=83\n").unwrap();
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: dos\nstart=2048, type=83\n")
+        .unwrap();
     assert!(sfdisk.wait().unwrap().success());
     let ok = Command::new("mke2fs")
         .args(["-q", "-t", "ext4", "-d"])
@@ -140,7 +202,12 @@ fn stemcell_with_agent_json(dir: &Path, name: &str, agent_json: &serde_json::Val
         .unwrap();
     assert!(ok.success());
     let infrastructure = name.split('-').nth(1).unwrap();
-    fake_stemcell(dir, name, &manifest(name, &format!("{infrastructure}-raw")), Some(&disk))
+    fake_stemcell(
+        dir,
+        name,
+        &manifest(name, &format!("{infrastructure}-raw")),
+        Some(&disk),
+    )
 }
 
 #[test]
@@ -155,7 +222,10 @@ fn an_agent_json_with_no_source_the_tool_serves_is_refused() {
     });
     let azure = stemcell_with_agent_json(tmp.path(), "bosh-azure-hyperv-debian-bookworm", &config);
     let e = refused(&work, &[azure.to_str().unwrap()], None);
-    assert!(e.contains("no settings source this tool can serve") && e.contains("File"), "{e}");
+    assert!(
+        e.contains("no settings source this tool can serve") && e.contains("File"),
+        "{e}"
+    );
 }
 
 /// QEMU processes whose command line mentions `needle`.
@@ -182,13 +252,31 @@ fn a_timeout_and_ctrl_c_leave_nothing_behind() {
             { "Type": "ConfigDrive", "DiskPaths": ["/dev/disk/by-label/config-2"],
               "MetaDataPath": "ec2/latest/meta-data.json", "UserDataPath": "ec2/latest/user-data" } ] } }
     });
-    let openstack = stemcell_with_agent_json(tmp.path(), "bosh-openstack-kvm-debian-bookworm", &config);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let openstack =
+        stemcell_with_agent_json(tmp.path(), "bosh-openstack-kvm-debian-bookworm", &config);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let serial = tmp.path().join("serial.log");
     let boot = |extra: &[&str]| {
         let mut cmd = stemcell();
-        cmd.arg("boot").arg(&openstack).args(["--accel", "tcg", "--mem", "256", "--smp", "1", "--disk-grow", "0"]);
-        cmd.args(["--mbus-port", &port.to_string(), "--serial-log"]).arg(&serial).arg("--work-dir").arg(&work).args(extra);
+        cmd.arg("boot").arg(&openstack).args([
+            "--accel",
+            "tcg",
+            "--mem",
+            "256",
+            "--smp",
+            "1",
+            "--disk-grow",
+            "0",
+        ]);
+        cmd.args(["--mbus-port", &port.to_string(), "--serial-log"])
+            .arg(&serial)
+            .arg("--work-dir")
+            .arg(&work)
+            .args(extra);
         cmd
     };
 
@@ -196,13 +284,32 @@ fn a_timeout_and_ctrl_c_leave_nothing_behind() {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("did not answer ping within 8s"), "{err}");
-    assert!(err.contains("--- last lines of the serial console"), "{err}");
-    assert!(std::fs::read_to_string(&serial).unwrap().contains("SeaBIOS"), "the console was written");
-    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "temporary files left");
-    assert_eq!(qemus_with(&work.display().to_string()), 0, "QEMU left running");
+    assert!(
+        err.contains("--- last lines of the serial console"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_to_string(&serial)
+            .unwrap()
+            .contains("SeaBIOS"),
+        "the console was written"
+    );
+    assert_eq!(
+        std::fs::read_dir(&work).unwrap().count(),
+        0,
+        "temporary files left"
+    );
+    assert_eq!(
+        qemus_with(&work.display().to_string()),
+        0,
+        "QEMU left running"
+    );
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("the mbus port is free again");
 
-    let mut child = boot(&["--timeout", "300"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = boot(&["--timeout", "300"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let started = std::time::Instant::now();
     while qemus_with(&work.display().to_string()) == 0 {
         assert!(started.elapsed().as_secs() < 120, "QEMU never started");
@@ -211,11 +318,23 @@ fn a_timeout_and_ctrl_c_leave_nothing_behind() {
     nix_kill(child.id());
     let status = child.wait().unwrap();
     assert!(!status.success());
-    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "temporary files left");
-    assert_eq!(qemus_with(&work.display().to_string()), 0, "QEMU left running");
+    assert_eq!(
+        std::fs::read_dir(&work).unwrap().count(),
+        0,
+        "temporary files left"
+    );
+    assert_eq!(
+        qemus_with(&work.display().to_string()),
+        0,
+        "QEMU left running"
+    );
     std::net::TcpListener::bind(("127.0.0.1", port)).expect("the mbus port is free again");
 }
 
 fn nix_kill(pid: u32) {
-    assert!(Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
 }

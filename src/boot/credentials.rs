@@ -40,20 +40,52 @@ pub fn make(dir: &Path, guest_ip: &str) -> Result<Credentials> {
         c
     };
     run(openssl().args([
-        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-        "-days", "2", "-subj", "/CN=stemcell boot throwaway CA",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=stemcell boot throwaway CA",
     ]))?;
     run(openssl().args([
-        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "mbus.key", "-out", "mbus.csr",
-        "-subj", "/CN=bosh-agent-mbus",
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "mbus.key",
+        "-out",
+        "mbus.csr",
+        "-subj",
+        "/CN=bosh-agent-mbus",
     ]))?;
     std::fs::write(
         f("mbus.ext"),
         format!("subjectAltName=IP:127.0.0.1,IP:{guest_ip}\nextendedKeyUsage=serverAuth\n"),
     )?;
     run(openssl().args([
-        "x509", "-req", "-in", "mbus.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-        "-CAcreateserial", "-days", "2", "-extfile", "mbus.ext", "-out", "mbus.pem",
+        "x509",
+        "-req",
+        "-in",
+        "mbus.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "mbus.ext",
+        "-out",
+        "mbus.pem",
     ]))?;
     let vcap_password = random_hex(12);
     let hash = run(openssl().args(["passwd", "-6", &vcap_password]))?;

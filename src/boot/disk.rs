@@ -17,16 +17,22 @@ pub fn read_manifest(stemcell: &Path) -> Result<ManifestView> {
     let file = std::fs::File::open(stemcell)
         .with_context(|| format!("{}: cannot open", stemcell.display()))?;
     let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(file));
-    let not_stemcell = |e: &dyn std::fmt::Display| anyhow!("{}: not a stemcell tarball: {e}", stemcell.display());
+    let not_stemcell =
+        |e: &dyn std::fmt::Display| anyhow!("{}: not a stemcell tarball: {e}", stemcell.display());
     for entry in archive.entries().map_err(|e| not_stemcell(&e))? {
         let mut entry = entry.map_err(|e| not_stemcell(&e))?;
         if entry.path_bytes().as_ref() == b"stemcell.MF" {
             let mut text = String::new();
-            entry.read_to_string(&mut text).map_err(|e| not_stemcell(&e))?;
+            entry
+                .read_to_string(&mut text)
+                .map_err(|e| not_stemcell(&e))?;
             return ManifestView::parse(&text).with_context(|| stemcell.display().to_string());
         }
     }
-    bail!("{}: no stemcell.MF member (not a stemcell)", stemcell.display())
+    bail!(
+        "{}: no stemcell.MF member (not a stemcell)",
+        stemcell.display()
+    )
 }
 
 /// Extracts the stemcell's disk into `dir` and returns it as a raw file (converted with
@@ -35,7 +41,9 @@ pub fn raw_disk(stemcell: &Path, dir: &Path) -> Result<PathBuf> {
     let extract = dir.join("image");
     std::fs::create_dir_all(&extract)?;
     let scan = crate::stemcell::reader::read_stemcell(stemcell, Some(&extract))?;
-    let image = scan.image.ok_or_else(|| anyhow!("{}: no image member", stemcell.display()))?;
+    let image = scan
+        .image
+        .ok_or_else(|| anyhow!("{}: no image member", stemcell.display()))?;
     if let Some(p) = image.problems.first() {
         bail!("{}: {p}", stemcell.display());
     }
@@ -64,10 +72,15 @@ pub fn raw_disk(stemcell: &Path, dir: &Path) -> Result<PathBuf> {
                 disk.display()
             ));
         } else {
-            let f = if format.starts_with("qcow2") { "qcow2" } else { "vmdk" };
+            let f = if format.starts_with("qcow2") {
+                "qcow2"
+            } else {
+                "vmdk"
+            };
             cmd.args(["-f", f]).arg(&disk);
         }
-        run(cmd.arg(&raw)).with_context(|| format!("{}: converting the {format} disk", stemcell.display()))?;
+        run(cmd.arg(&raw))
+            .with_context(|| format!("{}: converting the {format} disk", stemcell.display()))?;
     }
     std::fs::remove_dir_all(&extract)?;
     Ok(raw)
@@ -79,14 +92,20 @@ fn root_offset(raw: &Path) -> Result<u64> {
     let out = run(Command::new("sfdisk").arg("-J").arg(raw))
         .context("the disk has no partition table")?;
     let table: serde_json::Value = serde_json::from_slice(&out)?;
-    let parts = table["partitiontable"]["partitions"].as_array().cloned().unwrap_or_default();
-    let linux = |t: &str| t == "83" || t.eq_ignore_ascii_case("0FC63DAF-8483-4772-8E79-3D69D8477DE4");
+    let parts = table["partitiontable"]["partitions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let linux =
+        |t: &str| t == "83" || t.eq_ignore_ascii_case("0FC63DAF-8483-4772-8E79-3D69D8477DE4");
     let root = parts
         .iter()
         .rev()
         .find(|p| p["type"].as_str().is_some_and(linux))
         .ok_or_else(|| anyhow!("the disk has no Linux partition"))?;
-    let sector = table["partitiontable"]["sectorsize"].as_u64().unwrap_or(512);
+    let sector = table["partitiontable"]["sectorsize"]
+        .as_u64()
+        .unwrap_or(512);
     Ok(root["start"].as_u64().unwrap_or(0) * sector)
 }
 
@@ -115,6 +134,9 @@ pub fn overlay(base: &Path, out: &Path, size: u64) -> Result<()> {
 
 /// An empty qcow2 disk (the ephemeral disk a cloud adds).
 pub fn blank(out: &Path, size: u64) -> Result<()> {
-    run(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(out).arg(size.to_string()))?;
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(out)
+        .arg(size.to_string()))?;
     Ok(())
 }

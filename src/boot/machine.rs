@@ -85,8 +85,9 @@ impl VmSpec {
         match self.firmware {
             Firmware::Bios => std::fs::write(self.sercon_file(), 0x3f8u64.to_le_bytes())?,
             Firmware::Uefi => {
-                std::fs::copy(OVMF_VARS, self.ovmf_vars())
-                    .with_context(|| format!("{OVMF_VARS}: cannot copy (install the Debian package 'ovmf')"))?;
+                std::fs::copy(OVMF_VARS, self.ovmf_vars()).with_context(|| {
+                    format!("{OVMF_VARS}: cannot copy (install the Debian package 'ovmf')")
+                })?;
             }
         }
         Ok(())
@@ -95,15 +96,36 @@ impl VmSpec {
     pub fn args(&self) -> Vec<String> {
         let mut a: Vec<String> = Vec::new();
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-        push(&["-nodefaults", "-no-user-config", "-display", "none", "-vga", "none"]);
+        push(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-vga",
+            "none",
+        ]);
         push(&["-machine", &format!("q35,accel={}", self.accel)]);
-        push(&["-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()]);
+        push(&[
+            "-m",
+            &self.memory_mib.to_string(),
+            "-smp",
+            &self.cpus.to_string(),
+        ]);
         push(&["-serial", &format!("file:{}", q(&self.serial_log))]);
         match self.firmware {
-            Firmware::Bios => push(&["-fw_cfg", &format!("name=etc/sercon-port,file={}", q(&self.sercon_file()))]),
+            Firmware::Bios => push(&[
+                "-fw_cfg",
+                &format!("name=etc/sercon-port,file={}", q(&self.sercon_file())),
+            ]),
             Firmware::Uefi => {
-                push(&["-drive", &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}")]);
-                push(&["-drive", &format!("if=pflash,format=raw,unit=1,file={}", q(&self.ovmf_vars()))]);
+                push(&[
+                    "-drive",
+                    &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+                ]);
+                push(&[
+                    "-drive",
+                    &format!("if=pflash,format=raw,unit=1,file={}", q(&self.ovmf_vars())),
+                ]);
             }
         }
         let mut disks = vec![("root", &self.root)];
@@ -114,7 +136,13 @@ impl VmSpec {
             push(&["-device", "virtio-scsi-pci,id=scsi0"]);
         }
         for (unit, (id, file)) in disks.iter().enumerate() {
-            push(&["-drive", &format!("file={},format=qcow2,if=none,id={id},discard=unmap", q(file))]);
+            push(&[
+                "-drive",
+                &format!(
+                    "file={},format=qcow2,if=none,id={id},discard=unmap",
+                    q(file)
+                ),
+            ]);
             let boot = if unit == 0 { ",bootindex=0" } else { "" };
             let device = match self.bus {
                 DiskBus::Virtio => format!("virtio-blk-pci,drive={id}{boot}"),
@@ -128,7 +156,13 @@ impl VmSpec {
             push(&["-device", &device]);
         }
         if let Some(cd) = &self.cdrom {
-            push(&["-drive", &format!("file={},format=raw,if=none,id=cd0,media=cdrom,readonly=on", q(cd))]);
+            push(&[
+                "-drive",
+                &format!(
+                    "file={},format=raw,if=none,id=cd0,media=cdrom,readonly=on",
+                    q(cd)
+                ),
+            ]);
             push(&["-device", "ide-cd,drive=cd0,bus=ide.0"]);
         }
         let mut netdev = format!(
@@ -140,7 +174,11 @@ impl VmSpec {
         if let Some(g) = &self.guestfwd {
             let [a, b, c, d] = g.ip;
             let cmd: Vec<String> = g.command.iter().map(|w| shell_word(w)).collect();
-            netdev.push_str(&format!(",guestfwd=tcp:{a}.{b}.{c}.{d}:{}-cmd:{}", g.port, cmd.join(" ").replace(',', ",,")));
+            netdev.push_str(&format!(
+                ",guestfwd=tcp:{a}.{b}.{c}.{d}:{}-cmd:{}",
+                g.port,
+                cmd.join(" ").replace(',', ",,")
+            ));
         }
         push(&["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"]);
         a
@@ -164,10 +202,13 @@ impl VmSpec {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .context("cannot start qemu-system-x86_64 (install the Debian package 'qemu-system-x86')")?;
-        Ok(RunningVm { child: Some(child), stderr })
+        let child = cmd.spawn().context(
+            "cannot start qemu-system-x86_64 (install the Debian package 'qemu-system-x86')",
+        )?;
+        Ok(RunningVm {
+            child: Some(child),
+            stderr,
+        })
     }
 }
 
@@ -191,7 +232,13 @@ impl RunningVm {
             if let Some(status) = child.try_wait()? {
                 self.child = None;
                 let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-                let line = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+                let line = err
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
                 bail!("qemu-system-x86_64 exited ({status}): {line}");
             }
         }

@@ -20,10 +20,22 @@ impl Mbus {
     pub fn call(&self, method: &str, timeout_s: u32) -> Result<Value> {
         let body = json!({ "method": method, "arguments": [], "reply_to": "stemcell-boot" });
         let out = Command::new("curl")
-            .args(["-sS", "--fail-with-body", "--max-time", &timeout_s.to_string(), "--cacert"])
+            .args([
+                "-sS",
+                "--fail-with-body",
+                "--max-time",
+                &timeout_s.to_string(),
+                "--cacert",
+            ])
             .arg(&self.ca_file)
             // The password stays off the command line: curl reads `user` from stdin config.
-            .args(["-K", "-", "-H", "Content-Type: application/json", "--data-binary"])
+            .args([
+                "-K",
+                "-",
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+            ])
             .arg(body.to_string())
             .arg(format!("https://127.0.0.1:{}/agent", self.port))
             .stdin(std::process::Stdio::piped())
@@ -33,15 +45,23 @@ impl Mbus {
             .and_then(|mut child| {
                 use std::io::Write;
                 let config = format!("user = \"{}:{}\"\n", self.user, self.password);
-                child.stdin.take().expect("piped").write_all(config.as_bytes())?;
+                child
+                    .stdin
+                    .take()
+                    .expect("piped")
+                    .write_all(config.as_bytes())?;
                 child.wait_with_output()
             })
             .context("cannot run curl")?;
         if !out.status.success() {
             bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
         }
-        let reply: Value = serde_json::from_slice(&out.stdout)
-            .with_context(|| format!("agent reply is not JSON: {}", String::from_utf8_lossy(&out.stdout)))?;
+        let reply: Value = serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "agent reply is not JSON: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })?;
         if let Some(e) = reply.get("exception") {
             bail!("agent answered an exception: {e}");
         }

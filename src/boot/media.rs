@@ -18,7 +18,16 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn genisoimage(tree: &Path, label: &str, out: &Path) -> Result<()> {
     run(Command::new("genisoimage")
-        .args(["-quiet", "-J", "-R", "-input-charset", "utf-8", "-V", label, "-o"])
+        .args([
+            "-quiet",
+            "-J",
+            "-R",
+            "-input-charset",
+            "utf-8",
+            "-V",
+            label,
+            "-o",
+        ])
         .arg(out)
         .arg(tree))?;
     Ok(())
@@ -26,7 +35,14 @@ fn genisoimage(tree: &Path, label: &str, out: &Path) -> Result<()> {
 
 /// The config drive. `meta_data_path` and `user_data_path` are the agent.json's (relative to
 /// the drive's root); both the openstack and ec2 trees are written as Nova does.
-pub fn config_drive(settings: &Value, meta_data_path: &str, user_data_path: &str, ssh_public_key: &str, tree: &Path, out: &Path) -> Result<()> {
+pub fn config_drive(
+    settings: &Value,
+    meta_data_path: &str,
+    user_data_path: &str,
+    ssh_public_key: &str,
+    tree: &Path,
+    out: &Path,
+) -> Result<()> {
     let id = settings["agent_id"].as_str().unwrap_or("agent");
     let openstack_meta = json!({
         "uuid": id, "name": id, "hostname": "bosh-stemcell",
@@ -37,9 +53,15 @@ pub fn config_drive(settings: &Value, meta_data_path: &str, user_data_path: &str
         "public-keys": { "0": { "openssh-key": ssh_public_key } },
     });
     let user = serde_json::to_vec(settings)?;
-    write(&tree.join("openstack/latest/meta_data.json"), &serde_json::to_vec(&openstack_meta)?)?;
+    write(
+        &tree.join("openstack/latest/meta_data.json"),
+        &serde_json::to_vec(&openstack_meta)?,
+    )?;
     write(&tree.join("openstack/latest/user_data"), &user)?;
-    write(&tree.join("ec2/latest/meta-data.json"), &serde_json::to_vec(&ec2_meta)?)?;
+    write(
+        &tree.join("ec2/latest/meta-data.json"),
+        &serde_json::to_vec(&ec2_meta)?,
+    )?;
     write(&tree.join("ec2/latest/user-data"), &user)?;
     // Whatever else the agent.json names (the files above are the official paths).
     if !tree.join(meta_data_path).exists() {

@@ -68,21 +68,35 @@ pub fn read_request(input: &mut dyn Read) -> Result<Request> {
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let length: u64 = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let length: u64 = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     std::io::copy(&mut input.take(length), &mut std::io::sink())?;
-    Ok(Request { method, path, headers })
+    Ok(Request {
+        method,
+        path,
+        headers,
+    })
 }
 
 /// The answer of `site` to `request`: (status, reason, body).
 pub fn respond(site: &Site, request: &Request) -> (u16, &'static str, String) {
     for (name, value) in &site.required_headers {
         if request.headers.get(name) != Some(value) {
-            return (403, "Forbidden", format!("Missing {name}: {value} header\n"));
+            return (
+                403,
+                "Forbidden",
+                format!("Missing {name}: {value} header\n"),
+            );
         }
     }
     if let Some(token_path) = &site.token_path {
         if request.path == *token_path {
-            return match (request.method.as_str(), request.headers.get(TOKEN_TTL_HEADER)) {
+            return match (
+                request.method.as_str(),
+                request.headers.get(TOKEN_TTL_HEADER),
+            ) {
                 ("PUT", Some(_)) => (200, "OK", site.token.clone()),
                 ("PUT", None) => (400, "Bad Request", String::new()),
                 _ => (405, "Method Not Allowed", String::new()),
@@ -103,7 +117,9 @@ pub fn respond(site: &Site, request: &Request) -> (u16, &'static str, String) {
 
 /// Serves one connection on `input`/`output` (the per-connection process's stdin/stdout).
 pub fn serve_one(site_file: &Path, input: &mut dyn Read, output: &mut dyn Write) -> Result<()> {
-    let site: Site = serde_json::from_slice(&std::fs::read(site_file).with_context(|| site_file.display().to_string())?)?;
+    let site: Site = serde_json::from_slice(
+        &std::fs::read(site_file).with_context(|| site_file.display().to_string())?,
+    )?;
     let request = read_request(input)?;
     let (status, reason, body) = respond(&site, &request);
     let mut head = format!(
@@ -117,7 +133,11 @@ pub fn serve_one(site_file: &Path, input: &mut dyn Read, output: &mut dyn Write)
     output.write_all(head.as_bytes())?;
     output.write_all(body.as_bytes())?;
     output.flush()?;
-    if let Ok(mut log) = std::fs::OpenOptions::new().create(true).append(true).open(&site.log) {
+    if let Ok(mut log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&site.log)
+    {
         let _ = writeln!(log, "{} {} {status}", request.method, request.path);
     }
     Ok(())
@@ -159,8 +179,19 @@ mod tests {
     fn google_needs_metadata_flavor() {
         let mut s = site();
         s.token_path = None;
-        s.required_headers.insert("metadata-flavor".into(), "Google".into());
-        assert_eq!(respond(&s, &req("GET /latest/user-data HTTP/1.1\n\n")).0, 403);
-        assert_eq!(respond(&s, &req("GET /latest/user-data HTTP/1.1\nMetadata-Flavor: Google\n\n")).0, 200);
+        s.required_headers
+            .insert("metadata-flavor".into(), "Google".into());
+        assert_eq!(
+            respond(&s, &req("GET /latest/user-data HTTP/1.1\n\n")).0,
+            403
+        );
+        assert_eq!(
+            respond(
+                &s,
+                &req("GET /latest/user-data HTTP/1.1\nMetadata-Flavor: Google\n\n")
+            )
+            .0,
+            200
+        );
     }
 }

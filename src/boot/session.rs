@@ -79,7 +79,11 @@ fn accel(requested: &str) -> Result<String> {
     match requested {
         "kvm" | "tcg" => Ok(requested.to_string()),
         "auto" => {
-            let kvm = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+            let kvm = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/kvm")
+                .is_ok();
             Ok(if kvm { "kvm" } else { "tcg" }.to_string())
         }
         other => bail!("--accel {other}: expected kvm, tcg or auto"),
@@ -100,14 +104,24 @@ fn agent_log(creds: &Credentials, ssh_port: u16) -> String {
         creds.vcap_password
     );
     let out = Command::new("ssh")
-        .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
         .args(["-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", "-i"])
         .arg(&creds.ssh_key)
         .args(["-p", &ssh_port.to_string(), "vcap@127.0.0.1", &remote])
         .output();
     match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
-        Ok(o) => format!("(no agent log over SSH: {})", String::from_utf8_lossy(&o.stderr).trim()),
+        Ok(o) => format!(
+            "(no agent log over SSH: {})",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
         Err(e) => format!("(no agent log over SSH: {e})"),
     }
 }
@@ -121,19 +135,34 @@ fn disk_names(infrastructure: &str, bus: DiskBus, ephemeral: bool) -> Disks {
         (_, DiskBus::Nvme) => ("/dev/nvme0n1", "/dev/nvme1n1"),
         _ => ("/dev/sda", "/dev/sdb"),
     };
-    Disks { system: system.into(), ephemeral: ephemeral.then(|| eph.to_string()) }
+    Disks {
+        system: system.into(),
+        ephemeral: ephemeral.then(|| eph.to_string()),
+    }
 }
 
 /// Boots the stemcell. Progress goes to stderr.
 pub fn boot(o: &BootOptions) -> Result<BootOutcome> {
-    tools::require(&["qemu-system-x86_64", "qemu-img", "openssl", "curl", "ssh", "ssh-keygen", "debugfs", "sfdisk"])?;
+    tools::require(&[
+        "qemu-system-x86_64",
+        "qemu-img",
+        "openssl",
+        "curl",
+        "ssh",
+        "ssh-keygen",
+        "debugfs",
+        "sfdisk",
+    ])?;
     let file = o.stemcell.display().to_string();
     let manifest = disk::read_manifest(&o.stemcell)?;
     let infrastructure = target::infrastructure_of(&manifest, &file)?;
     let (firmware, bus, needs_ephemeral) = target::hardware(&infrastructure, &manifest);
     let firmware = o.firmware.unwrap_or(firmware);
     if firmware == Firmware::Uefi && !Path::new(super::machine::OVMF_CODE).exists() {
-        bail!("{}: not found (install the Debian package 'ovmf')", super::machine::OVMF_CODE);
+        bail!(
+            "{}: not found (install the Debian package 'ovmf')",
+            super::machine::OVMF_CODE
+        );
     }
     let accel = accel(&o.accel)?;
     let mbus_port = port(o.mbus_port, "--mbus-port")?;
@@ -154,8 +183,15 @@ pub fn boot(o: &BootOptions) -> Result<BootOutcome> {
     let raw = disk::raw_disk(&o.stemcell, dir)?;
     interrupt::check()?;
     let config = disk::agent_config(&raw).with_context(|| file.clone())?;
-    let source = target::settings_source(&config).with_context(|| format!("{file}: /var/vcap/bosh/agent.json"))?;
-    let target = Target { infrastructure: infrastructure.clone(), firmware, bus, needs_ephemeral, source };
+    let source = target::settings_source(&config)
+        .with_context(|| format!("{file}: /var/vcap/bosh/agent.json"))?;
+    let target = Target {
+        infrastructure: infrastructure.clone(),
+        firmware,
+        bus,
+        needs_ephemeral,
+        source,
+    };
 
     let net_prefix = match &target.source {
         SettingsSource::Http(h) => [h.ip[0], h.ip[1], h.ip[2]],
@@ -174,21 +210,37 @@ pub fn boot(o: &BootOptions) -> Result<BootOutcome> {
         mbus_port,
         ssh_port,
         guestfwd: None,
-        serial_log: o.serial_log.clone().unwrap_or_else(|| dir.join("serial.log")),
+        serial_log: o
+            .serial_log
+            .clone()
+            .unwrap_or_else(|| dir.join("serial.log")),
         dir: dir.to_path_buf(),
     };
     let creds = credentials::make(dir, &spec.guest_ip())?;
-    let ephemeral_gib = o.ephemeral_gib.or(target.needs_ephemeral.then_some(4)).filter(|g| *g > 0);
+    let ephemeral_gib = o
+        .ephemeral_gib
+        .or(target.needs_ephemeral.then_some(4))
+        .filter(|g| *g > 0);
     let agent_id = format!("agent-{}", credentials::random_hex(8));
     let disks = disk_names(&infrastructure, bus, ephemeral_gib.is_some());
     let settings = settings(&agent_id, &spec.dns_ip(), &disks, &creds);
 
     let metadata_log = dir.join("metadata.log");
     match &target.source {
-        SettingsSource::ConfigDrive { meta_data_path, user_data_path } => {
+        SettingsSource::ConfigDrive {
+            meta_data_path,
+            user_data_path,
+        } => {
             tools::require(&["genisoimage"])?;
             let iso = dir.join("config-drive.iso");
-            media::config_drive(&settings, meta_data_path, user_data_path, &creds.ssh_public_key, &dir.join("config-drive"), &iso)?;
+            media::config_drive(
+                &settings,
+                meta_data_path,
+                user_data_path,
+                &creds.ssh_public_key,
+                &dir.join("config-drive"),
+                &iso,
+            )?;
             spec.cdrom = Some(iso);
         }
         SettingsSource::Cdrom { file_name } => {
@@ -207,8 +259,11 @@ pub fn boot(o: &BootOptions) -> Result<BootOutcome> {
                 };
                 paths.insert(path.clone(), body);
             }
-            let required: BTreeMap<String, String> =
-                h.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+            let required: BTreeMap<String, String> = h
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect();
             let site = Site {
                 paths,
                 token_path: h.token_path.clone(),
@@ -222,7 +277,11 @@ pub fn boot(o: &BootOptions) -> Result<BootOutcome> {
             std::fs::write(&site_file, serde_json::to_vec(&site)?)?;
             let mut command = o.metadata_command.clone();
             command.push(site_file.display().to_string());
-            spec.guestfwd = Some(GuestForward { ip: h.ip, port: h.port, command });
+            spec.guestfwd = Some(GuestForward {
+                ip: h.ip,
+                port: h.port,
+                command,
+            });
         }
     }
     let raw_size = std::fs::metadata(&raw)?.len();
@@ -248,7 +307,12 @@ pub fn boot(o: &BootOptions) -> Result<BootOutcome> {
     );
     let started = Instant::now();
     let mut vm = spec.start()?;
-    let mbus = Mbus { port: mbus_port, user: creds.mbus_user.clone(), password: creds.mbus_password.clone(), ca_file: creds.ca_file.clone() };
+    let mbus = Mbus {
+        port: mbus_port,
+        user: creds.mbus_user.clone(),
+        password: creds.mbus_password.clone(),
+        ca_file: creds.ca_file.clone(),
+    };
     let mut outcome = BootOutcome {
         stemcell: file.clone(),
         infrastructure,
@@ -274,8 +338,15 @@ pub fn boot(o: &BootOptions) -> Result<BootOutcome> {
         .unwrap_or_default();
     if let Err(e) = result {
         if !interrupt::requested() {
-            eprintln!("--- last lines of the serial console ({}) ---\n{}", spec.serial_log.display(), tail(&spec.serial_log, 30));
-            eprintln!("--- last lines of the agent's log (over SSH) ---\n{}", agent_log(&creds, ssh_port).trim_end());
+            eprintln!(
+                "--- last lines of the serial console ({}) ---\n{}",
+                spec.serial_log.display(),
+                tail(&spec.serial_log, 30)
+            );
+            eprintln!(
+                "--- last lines of the agent's log (over SSH) ---\n{}",
+                agent_log(&creds, ssh_port).trim_end()
+            );
         }
         return Err(e.context(file));
     }
@@ -288,7 +359,12 @@ pub fn boot(o: &BootOptions) -> Result<BootOutcome> {
 }
 
 /// Waits until Ctrl-C, the timeout (an error when `timeout_is_ok` is false), or QEMU's exit.
-fn wait(vm: &mut RunningVm, started: Instant, timeout: Duration, timeout_is_ok: bool) -> Result<()> {
+fn wait(
+    vm: &mut RunningVm,
+    started: Instant,
+    timeout: Duration,
+    timeout_is_ok: bool,
+) -> Result<()> {
     loop {
         interrupt::check()?;
         vm.check_alive()?;
@@ -302,14 +378,23 @@ fn wait(vm: &mut RunningVm, started: Instant, timeout: Duration, timeout_is_ok: 
     }
 }
 
-fn wait_for_pong(vm: &mut RunningVm, mbus: &Mbus, started: Instant, timeout: Duration, outcome: &mut BootOutcome) -> Result<()> {
+fn wait_for_pong(
+    vm: &mut RunningVm,
+    mbus: &Mbus,
+    started: Instant,
+    timeout: Duration,
+    outcome: &mut BootOutcome,
+) -> Result<()> {
     let mut last_error = String::from("no answer yet");
     let mut next_try = Instant::now();
     loop {
         interrupt::check()?;
         vm.check_alive()?;
         if started.elapsed() >= timeout {
-            bail!("the agent did not answer ping within {}s (last: {last_error})", timeout.as_secs());
+            bail!(
+                "the agent did not answer ping within {}s (last: {last_error})",
+                timeout.as_secs()
+            );
         }
         if Instant::now() >= next_try {
             next_try = Instant::now() + Duration::from_secs(2);

@@ -55,7 +55,10 @@ impl DiskBus {
 #[derive(Clone, Debug, PartialEq)]
 pub enum SettingsSource {
     /// An ISO9660 config drive labelled `config-2` with the given user-data path.
-    ConfigDrive { meta_data_path: String, user_data_path: String },
+    ConfigDrive {
+        meta_data_path: String,
+        user_data_path: String,
+    },
     /// A CD-ROM on `/dev/sr0` holding only `file_name`.
     Cdrom { file_name: String },
     /// An HTTP metadata service in the guest's network.
@@ -90,7 +93,11 @@ impl SettingsSource {
                 h.ip[2],
                 h.ip[3],
                 h.port,
-                if h.token_path.is_some() { " (IMDSv2)" } else { "" }
+                if h.token_path.is_some() {
+                    " (IMDSv2)"
+                } else {
+                    ""
+                }
             ),
         }
     }
@@ -131,7 +138,9 @@ pub fn infrastructure_of(manifest: &ManifestView, file: &str) -> Result<String> 
 pub fn hardware(infrastructure: &str, manifest: &ManifestView) -> (Firmware, DiskBus, bool) {
     // vSphere: the OVF asks for EFI firmware; AWS: `boot_mode: uefi-preferred` where set.
     let uefi = matches!(infrastructure, "vsphere" | "vcloud")
-        || manifest.cloud_str("boot_mode").is_some_and(|m| m.starts_with("uefi"));
+        || manifest
+            .cloud_str("boot_mode")
+            .is_some_and(|m| m.starts_with("uefi"));
     let firmware = if uefi { Firmware::Uefi } else { Firmware::Bios };
     let bus = match infrastructure {
         "vsphere" | "vcloud" => DiskBus::Scsi,
@@ -139,7 +148,11 @@ pub fn hardware(infrastructure: &str, manifest: &ManifestView) -> (Firmware, Dis
         "google" => DiskBus::VirtioScsi,
         _ => DiskBus::Virtio,
     };
-    (firmware, bus, matches!(infrastructure, "vsphere" | "vcloud"))
+    (
+        firmware,
+        bus,
+        matches!(infrastructure, "vsphere" | "vcloud"),
+    )
 }
 
 /// Picks the first source of `agent.json` this tool can serve. `File` sources are skipped:
@@ -149,8 +162,15 @@ pub fn settings_source(config: &AgentConfig) -> Result<SettingsSource> {
     for source in &config.infrastructure.settings.sources {
         match source {
             Source::File { settings_path, .. } => refused.push(format!("File {settings_path}")),
-            Source::ConfigDrive { meta_data_path, user_data_path, disk_paths } => {
-                if disk_paths.iter().any(|p| p.eq_ignore_ascii_case("/dev/disk/by-label/config-2")) {
+            Source::ConfigDrive {
+                meta_data_path,
+                user_data_path,
+                disk_paths,
+            } => {
+                if disk_paths
+                    .iter()
+                    .any(|p| p.eq_ignore_ascii_case("/dev/disk/by-label/config-2"))
+                {
                     return Ok(SettingsSource::ConfigDrive {
                         meta_data_path: meta_data_path.clone(),
                         user_data_path: user_data_path.clone(),
@@ -159,31 +179,42 @@ pub fn settings_source(config: &AgentConfig) -> Result<SettingsSource> {
                 refused.push(format!("ConfigDrive {disk_paths:?} (only label config-2)"));
             }
             Source::Cdrom { file_name } => {
-                return Ok(SettingsSource::Cdrom { file_name: file_name.clone() })
+                return Ok(SettingsSource::Cdrom {
+                    file_name: file_name.clone(),
+                })
             }
-            Source::Http { uri, headers, user_data_path, instance_id_path, ssh_keys_path, token_path } => {
-                match http_address(uri) {
-                    Ok((ip, port)) => {
-                        let mut paths = BTreeMap::from([(user_data_path.clone(), "settings")]);
-                        if let Some(p) = instance_id_path {
-                            paths.insert(p.clone(), "instance-id");
-                        }
-                        if let Some(p) = ssh_keys_path {
-                            paths.insert(p.clone(), "ssh-key");
-                        }
-                        return Ok(SettingsSource::Http(HttpSource {
-                            kind: "HTTP",
-                            ip,
-                            port,
-                            paths,
-                            token_path: token_path.clone(),
-                            headers: headers.clone().unwrap_or_default(),
-                        }));
+            Source::Http {
+                uri,
+                headers,
+                user_data_path,
+                instance_id_path,
+                ssh_keys_path,
+                token_path,
+            } => match http_address(uri) {
+                Ok((ip, port)) => {
+                    let mut paths = BTreeMap::from([(user_data_path.clone(), "settings")]);
+                    if let Some(p) = instance_id_path {
+                        paths.insert(p.clone(), "instance-id");
                     }
-                    Err(why) => refused.push(format!("HTTP {uri} ({why})")),
+                    if let Some(p) = ssh_keys_path {
+                        paths.insert(p.clone(), "ssh-key");
+                    }
+                    return Ok(SettingsSource::Http(HttpSource {
+                        kind: "HTTP",
+                        ip,
+                        port,
+                        paths,
+                        token_path: token_path.clone(),
+                        headers: headers.clone().unwrap_or_default(),
+                    }));
                 }
-            }
-            Source::InstanceMetadata { uri, settings_path, headers } => match http_address(uri) {
+                Err(why) => refused.push(format!("HTTP {uri} ({why})")),
+            },
+            Source::InstanceMetadata {
+                uri,
+                settings_path,
+                headers,
+            } => match http_address(uri) {
                 Ok((ip, port)) => {
                     return Ok(SettingsSource::Http(HttpSource {
                         kind: "InstanceMetadata",
@@ -196,7 +227,9 @@ pub fn settings_source(config: &AgentConfig) -> Result<SettingsSource> {
                 }
                 Err(why) => refused.push(format!("InstanceMetadata {uri} ({why})")),
             },
-            Source::VsphereGuestInfo { .. } => refused.push("VsphereGuestInfo (needs VMware tools)".into()),
+            Source::VsphereGuestInfo { .. } => {
+                refused.push("VsphereGuestInfo (needs VMware tools)".into())
+            }
         }
     }
     bail!(
@@ -209,16 +242,22 @@ pub fn settings_source(config: &AgentConfig) -> Result<SettingsSource> {
 /// holding that address, so the address must not be one QEMU's user network takes for itself
 /// (.2 gateway, .3 DNS, .15 and up for DHCP).
 fn http_address(uri: &str) -> Result<([u8; 4], u16), String> {
-    let rest = uri.strip_prefix("http://").ok_or("only plain http:// can be served")?;
+    let rest = uri
+        .strip_prefix("http://")
+        .ok_or("only plain http:// can be served")?;
     let hostport = rest.split('/').next().unwrap_or("");
     let (host, port) = match hostport.rsplit_once(':') {
         Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("bad port {p:?}"))?),
         None => (hostport, 80),
     };
-    let ip: std::net::Ipv4Addr = host.parse().map_err(|_| format!("{host:?} is not an IPv4 address"))?;
+    let ip: std::net::Ipv4Addr = host
+        .parse()
+        .map_err(|_| format!("{host:?} is not an IPv4 address"))?;
     let ip = ip.octets();
     if ip[3] < 64 {
-        return Err(format!("{host} collides with QEMU's own addresses in its /24"));
+        return Err(format!(
+            "{host} collides with QEMU's own addresses in its /24"
+        ));
     }
     Ok((ip, port))
 }
@@ -230,25 +269,60 @@ mod tests {
     #[test]
     fn each_official_config_has_a_servable_source() {
         let os = settings_source(&AgentConfig::openstack()).unwrap();
-        assert!(matches!(os, SettingsSource::ConfigDrive { ref user_data_path, .. } if user_data_path == "ec2/latest/user-data"));
+        assert!(
+            matches!(os, SettingsSource::ConfigDrive { ref user_data_path, .. } if user_data_path == "ec2/latest/user-data")
+        );
         let vs = settings_source(&AgentConfig::vsphere()).unwrap();
-        assert_eq!(vs, SettingsSource::Cdrom { file_name: "env".into() });
-        let SettingsSource::Http(cs) = settings_source(&AgentConfig::cloudstack()).unwrap() else { panic!() };
-        assert_eq!((cs.ip, cs.port, cs.token_path.is_none()), ([169, 254, 169, 254], 39724, true));
-        let SettingsSource::Http(aws) = settings_source(&AgentConfig::aws()).unwrap() else { panic!() };
-        assert_eq!((aws.port, aws.token_path.as_deref()), (80, Some("/latest/api/token")));
-        let SettingsSource::Http(g) = settings_source(&AgentConfig::google()).unwrap() else { panic!() };
-        assert_eq!(g.headers.get("Metadata-Flavor").map(String::as_str), Some("Google"));
-        assert_eq!(g.paths.get("/computeMetadata/v1/instance/attributes/bosh_settings"), Some(&"settings"));
+        assert_eq!(
+            vs,
+            SettingsSource::Cdrom {
+                file_name: "env".into()
+            }
+        );
+        let SettingsSource::Http(cs) = settings_source(&AgentConfig::cloudstack()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (cs.ip, cs.port, cs.token_path.is_none()),
+            ([169, 254, 169, 254], 39724, true)
+        );
+        let SettingsSource::Http(aws) = settings_source(&AgentConfig::aws()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (aws.port, aws.token_path.as_deref()),
+            (80, Some("/latest/api/token"))
+        );
+        let SettingsSource::Http(g) = settings_source(&AgentConfig::google()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            g.headers.get("Metadata-Flavor").map(String::as_str),
+            Some("Google")
+        );
+        assert_eq!(
+            g.paths
+                .get("/computeMetadata/v1/instance/attributes/bosh_settings"),
+            Some(&"settings")
+        );
     }
 
     #[test]
     fn unservable_sources_are_named() {
-        for config in [AgentConfig::azure(), AgentConfig::softlayer(), AgentConfig::warden()] {
+        for config in [
+            AgentConfig::azure(),
+            AgentConfig::softlayer(),
+            AgentConfig::warden(),
+        ] {
             let err = settings_source(&config).unwrap_err().to_string();
-            assert!(err.contains("no settings source this tool can serve"), "{err}");
+            assert!(
+                err.contains("no settings source this tool can serve"),
+                "{err}"
+            );
         }
-        let err = settings_source(&AgentConfig::softlayer()).unwrap_err().to_string();
+        let err = settings_source(&AgentConfig::softlayer())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("only plain http://"), "{err}");
     }
 }

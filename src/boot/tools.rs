@@ -20,7 +20,11 @@ const TOOLS: &[(&str, &str)] = &[
 pub fn require(tools: &[&str]) -> Result<()> {
     for tool in tools {
         if find(tool).is_none() {
-            let pkg = TOOLS.iter().find(|(t, _)| t == tool).map(|(_, p)| *p).unwrap_or(tool);
+            let pkg = TOOLS
+                .iter()
+                .find(|(t, _)| t == tool)
+                .map(|(_, p)| *p)
+                .unwrap_or(tool);
             bail!("{tool}: not found on this host (install the Debian package '{pkg}')");
         }
     }
@@ -35,7 +39,9 @@ fn find(tool: &str) -> Option<std::path::PathBuf> {
         .map(|d| d.join(tool))
         .find(|p| {
             use std::os::unix::fs::PermissionsExt;
-            p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
         })
 }
 
@@ -45,7 +51,12 @@ pub fn run(cmd: &mut Command) -> Result<Vec<u8>> {
     let out = cmd.output().with_context(|| format!("cannot run {name}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let line = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+        let line = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("")
+            .trim();
         bail!("{name} failed ({}): {line}", out.status);
     }
     Ok(out.stdout)

@@ -77,4 +77,3 @@ pub fn iso_read(iso: &Path, path: &str) -> Result<Vec<u8>> {
     }
     Ok(out.stdout)
 }
-
