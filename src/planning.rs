@@ -62,7 +62,7 @@ pub fn plan(req: &PlanRequest) -> Result<PlanReport> {
         let given = req.inputs.iter().find(|(n, _, _)| n == name);
         let location = given.and_then(|(_, l, _)| l.as_deref());
         let sha = given.and_then(|(_, _, s)| s.as_deref());
-        match inputs::select(&root.join("assets"), name, location, sha) {
+        match inputs::select(&root.join("assets"), name, location, sha, false) {
             Ok(Some(spec)) => input_vars.push((var.to_string(), spec.sha256)),
             Ok(None) => {}
             Err(_) if location.is_none() && sha.is_none() => missing.push(*name),

@@ -159,7 +159,7 @@ fn build_writes_verified_stemcells_with_the_official_layout() -> Result<()> {
     }
     assert!(report.contains("=== Build duration report"), "{report}");
 
-    // Manifest fields (official-builder §6.3).
+    // Manifest fields (bosh-linux-stemcell-builder bosh-stemcell/lib/bosh/stemcell/stemcell_packager.rb).
     let mf = run(Command::new("tar").arg("-xzOf").arg(out.join(OPENSTACK)).arg("stemcell.MF"))?;
     let v: serde_yaml::Value = serde_yaml::from_str(&mf)?;
     assert_eq!(v["name"].as_str(), Some("bosh-openstack-kvm-debian-bookworm"));
@@ -191,8 +191,8 @@ fn build_writes_verified_stemcells_with_the_official_layout() -> Result<()> {
     assert!(ovf.contains(r#"vmw:value="efi""#), "vSphere boots UEFI");
     std::fs::remove_dir_all(&vdir)?;
 
-    // The raw disk, as the `-raw` stemcell ships it: MBR, ESP first, root last (agent-needs
-    // §1.2).
+    // The raw disk, as the `-raw` stemcell ships it: MBR, ESP first, root last (docs/agent-needs.md
+    // "Disk layout").
     let raw = extract_disk(&out.join(OPENSTACK_RAW), "root.img", &tmp.path().join("raw"))?;
     let layout = run(Command::new("sfdisk").arg("-d").arg(&raw))?;
     assert!(layout.contains("label: dos"), "{layout}");

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
 
-/// Settings the agent accepts (consumers.md §7.2): a dynamic network with QEMU's user-mode
+/// Settings the agent accepts (cloudfoundry/bosh-agent settings/settings.go): a dynamic network with QEMU's user-mode
 /// DNS, no NTP (sync-time would wait for unreachable servers), a local blobstore.
 pub fn agent_settings(agent_id: &str) -> Value {
     json!({
