@@ -7,16 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Files that still carry such citations and belong to work in flight on other branches; they
-/// are swept after the merge, and then removed from this list. A listed file that no longer
-/// cites anything fails the test too, so the list only shrinks.
-const PENDING_SWEEP: &[&str] = &[
-    "checks/",
-    "src/imagetest/",
-    "tests/build_boot.rs",
-    "tests/common/boot.rs",
-];
-
 /// A citation of a document outside the repository: (needle, allowed only when preceded by).
 fn needles() -> Vec<(String, Option<&'static str>)> {
     vec![
@@ -99,7 +89,6 @@ fn citations(rel: &str, text: &str) -> Vec<String> {
 fn no_file_outside_docs_cites_documents_missing_from_the_repository() {
     let root = root();
     let mut found = Vec::new();
-    let mut pending_hits = vec![0usize; PENDING_SWEEP.len()];
     let mut scanned = 0;
     for rel in files(&root) {
         if rel.starts_with("docs/") {
@@ -109,31 +98,17 @@ fn no_file_outside_docs_cites_documents_missing_from_the_repository() {
             continue; // listed by git but deleted in the working tree
         };
         scanned += 1;
-        let hits = citations(&rel, &String::from_utf8_lossy(&bytes));
-        match PENDING_SWEEP.iter().position(|p| rel.starts_with(p)) {
-            Some(i) => pending_hits[i] += hits.len(),
-            None => found.extend(hits),
-        }
+        found.extend(citations(&rel, &String::from_utf8_lossy(&bytes)));
     }
     assert!(
         scanned > 50,
         "only {scanned} files scanned under {}",
         root.display()
     );
-    let stale: Vec<&str> = PENDING_SWEEP
-        .iter()
-        .zip(&pending_hits)
-        .filter(|(_, &n)| n == 0)
-        .map(|(p, _)| *p)
-        .collect();
     assert!(
         found.is_empty(),
         "cite the public upstream file or docs/ instead:\n{}",
         found.join("\n")
-    );
-    assert!(
-        stale.is_empty(),
-        "tests/citations.rs: PENDING_SWEEP lists {stale:?}, which cite nothing any more: remove them"
     );
 }
 

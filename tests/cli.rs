@@ -139,12 +139,19 @@ fn verify_and_inspect_json() {
 }
 
 #[test]
-fn plan_shows_what_needs_an_input_and_takes_the_os_from_the_image() {
+fn plan_keys_the_agent_it_will_install_and_takes_the_os_from_the_image() {
     let t = tempfile::tempdir().unwrap();
     let w = t.path().join("work");
-    let (ok, out, err) = run(bin().args(["plan", "--os", "debian-bookworm", "--infrastructure", "openstack", "--work-dir"]).arg(&w));
+    // Without --agent the agent is the pinned official release: its stage has a key already.
+    let (ok, out, err) = run(bin().args(["plan", "--os", "debian-bookworm", "--infrastructure", "openstack", "--json", "--work-dir"]).arg(&w));
     assert!(ok, "{err}");
-    assert!(out.contains("bosh-go-agent") && out.contains("needs --agent"), "{out}");
+    let agent_key = |out: &str| {
+        let p = json(out);
+        let stages = p["plans"][0]["stages"].as_array().unwrap().clone();
+        let s = stages.iter().find(|s| s["name"] == "bosh-go-agent").expect("bosh-go-agent stage").clone();
+        s["key"].as_str().map(str::to_string)
+    };
+    let pinned_key = agent_key(&out).expect("the pinned agent gives the stage a key");
     let agent = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/standin-agent/bosh-agent");
     let digest = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&agent).unwrap()));
     let (ok, out, err) = run(bin()
@@ -157,6 +164,7 @@ fn plan_shows_what_needs_an_input_and_takes_the_os_from_the_image() {
     let stages = p["plans"][0]["stages"].as_array().unwrap();
     assert!(stages.iter().all(|s| s["key"].is_string() && s["status"] == "to run"), "{out}");
     assert_eq!(p["plans"][0]["infrastructure"], "openstack");
+    assert_ne!(agent_key(&out).unwrap(), pinned_key, "another agent binary must change the agent stage's key");
     // An OS image names its OS: plan and build take it, and refuse a contradicting --os.
     let img = t.path().join("os.tgz");
     {

@@ -1,9 +1,9 @@
 //! The image checks as data: `checks/<name>.yaml`, one entry per check of the official
-//! builder's image suite (official-builder.md §8.2), each a shell script run inside the image.
+//! builder's image suite (bosh-linux-stemcell-builder bosh-stemcell/spec/), each a shell script run inside the image.
 //!
 //! ```yaml
 //! checks:
-//!   - id: "13"                      # the §8.2 reference
+//!   - id: "13"                      # this project's number of the upstream example
 //!     description: /etc/machine-id is empty
 //!     script: test "$(cat /etc/machine-id)" = ""
 //!   - id: "54"
