@@ -9,6 +9,7 @@
 
 use crate::disk::{self, BootModes, DiskIds, DiskSize, DiskSpec, GrubPassword, PartitionTable};
 use crate::formats::{Firmware, OvfOptions};
+use crate::progress::Steps;
 use crate::recipe::agent_settings::AgentConfig;
 use crate::recipe::infrastructure::{self, BootMode, Infrastructure};
 use crate::recipe::plan::Plan;
@@ -110,7 +111,7 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
             .with_context(|| format!("{}: cannot clear", inputs_dir.display()))?;
     }
     let input_vars = inputs::stage_into(&inputs_dir, &staged)?;
-    timings.push(step("inputs", start));
+    timings.push(step(&Steps::new(false), "inputs", start));
 
     let base = match &req.os_image {
         Some(tgz) => Some(import_os_image(tgz, &req.work_dir, &req.os)?),
@@ -239,7 +240,9 @@ fn finish_stemcell(
 ) -> Result<(Built, Vec<StepTiming>)> {
     let root = merged.path();
     let mut timings = Vec::new();
+    let steps = Steps::new(false);
     let start = Instant::now();
+    steps.start(&format!("{}/grub-images", infra.name));
     let spec = disk_spec(req, infra, seed, os_family)?;
     let root_uuid = spec.ids.root_fs.to_string();
     let mut session = Session::open(root)?;
@@ -262,10 +265,11 @@ fn finish_stemcell(
         bail!("{}: dpkg -l failed in the image: {}", root.display(), packages.output.trim());
     }
     let dev_tools = std::fs::read(root.join("var/vcap/bosh/etc/dev_tools_file_list")).unwrap_or_default();
-    timings.push(step(&format!("{}/grub-images", infra.name), start));
+    timings.push(step(&steps, &format!("{}/grub-images", infra.name), start));
     interrupt::check()?;
 
     let start = Instant::now();
+    steps.start(&format!("{}/disk", infra.name));
     // The raw disk is an intermediate (removed with the scratch layer) unless asked to keep it.
     let raw = if req.keep_disks {
         let disks = req.work_dir.join("disks");
@@ -275,10 +279,11 @@ fn finish_stemcell(
         merged.scratch_path("disk.raw")
     };
     let assembled = if warden { None } else { Some(disk::assemble(root, &spec, &raw, true)?) };
-    timings.push(step(&format!("{}/disk", infra.name), start));
+    timings.push(step(&steps, &format!("{}/disk", infra.name), start));
     interrupt::check()?;
 
     let start = Instant::now();
+    steps.start(&format!("{}/pack", infra.name));
     let ovf = OvfOptions {
         name: "stemcell".into(),
         firmware: if spec.boot.uefi { Firmware::Efi } else { Firmware::Bios },
@@ -304,7 +309,7 @@ fn finish_stemcell(
             return Err(e);
         }
     }
-    timings.push(step(&format!("{}/pack", infra.name), start));
+    timings.push(step(&steps, &format!("{}/pack", infra.name), start));
     let grub_password = assembled.and_then(|a| a.generated_grub_password);
     Ok((Built { infrastructure: infra.name.clone(), packed, grub_password }, timings))
 }
@@ -415,7 +420,9 @@ fn git_sha1(root: &Path) -> String {
     }
 }
 
-fn step(name: &str, start: Instant) -> StepTiming {
+/// Ends a step: its line on the progress display and its timing.
+fn step(steps: &Steps, name: &str, start: Instant) -> StepTiming {
+    steps.finish(name, false, start.elapsed());
     StepTiming { name: name.to_string(), cached: false, duration: start.elapsed() }
 }
 

@@ -417,6 +417,10 @@ pub fn command() -> clap::Command {
 }
 
 pub fn run(cli: Cli) -> Result<()> {
+    // The commands that write disk images show their bytes and rate while they do.
+    if matches!(cli.command, Command::Convert(_) | Command::Package(_) | Command::Build(_)) {
+        stemcell::progress::show_bytes();
+    }
     match cli.command {
         Command::Convert(a) => convert(a),
         Command::Package(a) => package(a),

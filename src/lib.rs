@@ -2,6 +2,7 @@
 //! recipe → stage/rootfs → disk → formats → stemcell → boot (a consumer of finished
 //! stemcells). A module never calls one before it.
 pub mod output;
+pub mod progress;
 pub mod parallel;
 pub mod recipe;
 pub mod stage;

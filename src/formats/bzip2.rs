@@ -19,6 +19,7 @@
 //! Used for the CloudStack image (a bzip2-compressed dynamic VHD).
 
 use crate::parallel::pipeline::ordered_map;
+use crate::progress::ByteMeter;
 use anyhow::{bail, Context, Result};
 use bzip2::write::BzEncoder;
 use bzip2::Compression;
@@ -40,7 +41,9 @@ const EOS_MAGIC: u64 = 0x1772_4538_5090;
 /// Compresses the file `src` to `out` as one bzip2 stream (level 9).
 pub fn compress_file(src: &Path, out: &mut dyn Write) -> Result<()> {
     let file = File::open(src).with_context(|| format!("{}: cannot open", src.display()))?;
-    let chunks = BlockCutter::new(file)
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let meter = ByteMeter::new("bzip2 -9 on all cores", len);
+    let chunks = BlockCutter::new(meter.reader(file))
         .map(|chunk| chunk.with_context(|| format!("{}: read error", src.display())));
     let mut stream = StreamWriter::new(out)?;
     ordered_map(
@@ -49,7 +52,9 @@ pub fn compress_file(src: &Path, out: &mut dyn Write) -> Result<()> {
         |chunk| compress_block(&chunk),
         |block| stream.push(&block),
     )?;
-    stream.finish()
+    stream.finish()?;
+    meter.finish();
+    Ok(())
 }
 
 /// Splits a byte stream into the chunks that libbzip2 at level 9 would put in one block each.

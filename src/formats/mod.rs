@@ -83,12 +83,14 @@ impl Format {
 /// Converts the raw disk at `src` into `dst`. `dst` appears only when complete; an existing
 /// `dst` is refused unless `force`.
 pub fn convert(src: &Path, dst: &Path, format: &Format, force: bool) -> Result<()> {
-    let disk = RawDisk::open(src)?;
+    let mut disk = RawDisk::open(src)?;
     let mut out = AtomicOutput::create(dst, force)?;
+    disk.show_progress(&format!("writing {}", dst.display()));
     format
         .writer()
         .write(&disk, out.file())
         .map_err(|e| anyhow::anyhow!("{}: {:#}", dst.display(), e))?;
+    disk.finish_progress();
     out.commit()
 }
 

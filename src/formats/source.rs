@@ -2,6 +2,7 @@
 //! chunks, where holes (found with SEEK_DATA/SEEK_HOLE) and all-zero chunks are reported as
 //! such without being handed to the writer as data.
 
+use crate::progress::ByteMeter;
 use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::ops::Range;
@@ -14,6 +15,8 @@ pub struct RawDisk {
     file: File,
     path: PathBuf,
     size: u64,
+    /// Counts the bytes read, for the progress display.
+    meter: Option<ByteMeter>,
 }
 
 /// One chunk of the disk: its index (offset / chunk size) and its bytes, zero-padded to the
@@ -38,7 +41,21 @@ impl RawDisk {
         if size % 512 != 0 {
             bail!("{}: raw disk size {} is not a multiple of 512", path.display(), size);
         }
-        Ok(Self { file, path: path.to_path_buf(), size })
+        Ok(Self { file, path: path.to_path_buf(), size, meter: None })
+    }
+
+    /// Shows the bytes read under `label` (their total: the data ranges), until
+    /// [`RawDisk::finish_progress`].
+    pub fn show_progress(&mut self, label: &str) {
+        let total = self.data_ranges().iter().map(|r| r.end - r.start).sum();
+        self.meter = Some(ByteMeter::new(label, total));
+    }
+
+    /// The pass over the disk completed: prints its size, time and rate.
+    pub fn finish_progress(&mut self) {
+        if let Some(meter) = self.meter.take() {
+            meter.finish();
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -57,6 +74,9 @@ impl RawDisk {
             .read_exact_at(&mut buf[..avail], offset)
             .with_context(|| format!("{}: read error at offset {}", self.path.display(), offset))?;
         buf[avail..].fill(0);
+        if let Some(meter) = &self.meter {
+            meter.add(avail as u64);
+        }
         Ok(())
     }
 

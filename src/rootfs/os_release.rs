@@ -25,6 +25,10 @@ pub fn read_from_tarball(tarball: &Path) -> Result<String> {
     for entry in entries {
         let mut entry = entry.with_context(|| format!("{name}: truncated or corrupt tarball"))?;
         let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        // The import would refuse it anyway; say so here, before anything else is judged.
+        if path.split('/').any(|part| part == "..") {
+            bail!("{name}: member {path} climbs out of the root with ..");
+        }
         let path = path.trim_start_matches("./").trim_start_matches('/');
         let regular = entry.header().entry_type().is_file();
         if regular && (path == "etc/os-release" || path == "usr/lib/os-release") {
@@ -95,5 +99,23 @@ mod tests {
         assert_eq!(os_name(root, noble, "x").unwrap(), "ubuntu-noble");
         let e = os_name(root, "ID=debian\nVERSION_CODENAME=trixie\n", "img.tgz").unwrap_err().to_string();
         assert!(e.starts_with("img.tgz: /etc/os-release says ID=debian VERSION_CODENAME=trixie"), "{e}");
+    }
+
+    #[test]
+    fn a_member_climbing_out_is_refused_before_the_os_is_judged() {
+        let t = tempfile::tempdir().unwrap();
+        let tgz = t.path().join("evil.tgz");
+        let f = std::fs::File::create(&tgz).unwrap();
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(f, flate2::Compression::fast()));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        // `append_data` refuses `..`; write the name into the header as a hostile tool would.
+        h.as_old_mut().name[..16].copy_from_slice(b"../etc/hostname\0");
+        h.set_cksum();
+        b.append(&h, &b"x\n"[..]).unwrap();
+        b.into_inner().unwrap().finish().unwrap();
+        let e = read_from_tarball(&tgz).unwrap_err().to_string();
+        assert!(e.contains("../etc/hostname") && e.contains(".."), "{e}");
     }
 }

@@ -10,8 +10,9 @@ use crate::recipe::stage::Phase;
 use crate::rootfs::chroot::{OverlaySpec, Session};
 use crate::rootfs::layers::LayerStore;
 use crate::rootfs::{bootstrap, cache, host_tools};
+use crate::progress::Steps;
 use anyhow::{bail, Context, Result};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -102,13 +103,19 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<Built> {
     let store = LayerStore::open(&options.work_dir)?;
     let logs = options.work_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("{}: cannot create", logs.display()))?;
-    let progress = Progress::new(options.quiet, stages.len() + 1);
+    let progress = Steps::new(options.quiet);
+    let total = stages.len() + 1;
+    let announce = |i: usize, name: &str, work: bool| {
+        if work {
+            progress.start(&format!("[{}/{total}] {name}", i + 1));
+        }
+    };
     let mut timings = Vec::new();
 
     // Bootstrap.
     let start = Instant::now();
     let mut dirty = !store.is_done(&plan.bootstrap_key);
-    progress.start(0, "bootstrap", dirty);
+    announce(0, "bootstrap", dirty);
     if dirty {
         let target = store.begin(&plan.bootstrap_key)?;
         std::fs::remove_dir(&target)?; // mmdebstrap wants to create it
@@ -142,7 +149,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<Built> {
         crate::rootfs::interrupt::check()?;
         let start = Instant::now();
         dirty = dirty || from == Some(i) || !store.is_done(&stage.key);
-        progress.start(i + 1, &stage.name, dirty);
+        announce(i + 1, &stage.name, dirty);
         if dirty {
             let log = logs.join(format!("{:02}-{}.log", i + 1, stage.name));
             if let Err(e) = run_stage(plan, stage, &store, &layers, &options.binds, &log) {
@@ -224,59 +231,6 @@ fn run_stage(
             .with_context(|| format!("action {} ({})", n + 1, action.kind()))?;
     }
     Ok(())
-}
-
-/// A spinner per step on a terminal, plain lines otherwise.
-struct Progress {
-    quiet: bool,
-    total: usize,
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Progress {
-    fn new(quiet: bool, total: usize) -> Self {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar = indicatif::ProgressBar::new_spinner();
-            bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
-        Self { quiet, total, bar }
-    }
-
-    fn start(&self, i: usize, name: &str, work: bool) {
-        if let (Some(bar), true) = (&self.bar, work) {
-            bar.set_message(format!("[{}/{}] {name}", i + 1, self.total));
-        } else if !self.quiet && work {
-            eprintln!("[{}/{}] {name} ...", i + 1, self.total);
-        }
-    }
-
-    fn finish(&self, name: &str, cached: bool, took: Duration) {
-        let line = if cached {
-            format!("{name}: cached")
-        } else {
-            format!("{name}: done in {:.1}s", took.as_secs_f64())
-        };
-        match &self.bar {
-            Some(bar) => bar.println(line),
-            None if !self.quiet => eprintln!("{line}"),
-            None => {}
-        }
-    }
-
-    fn fail(&self, name: &str) {
-        if let Some(bar) = &self.bar {
-            bar.println(format!("{name}: FAILED"));
-        }
-    }
-}
-
-impl Drop for Progress {
-    fn drop(&mut self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
 }
 
 /// Stage names are restart points and log names: they must be unique.

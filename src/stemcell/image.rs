@@ -30,6 +30,18 @@ impl ImageFile {
     }
 }
 
+/// What the progress display calls the pass over the raw disk for `kind`.
+fn progress_label(kind: ImageKind) -> &'static str {
+    match kind {
+        ImageKind::Qcow2Tar => "qcow2 image",
+        ImageKind::RawTar | ImageKind::RawdiskTar => "raw image (gzip)",
+        ImageKind::VhdTar => "fixed VHD image",
+        ImageKind::OvfTar => "OVF/VMDK image",
+        ImageKind::VhdBzip2 => "dynamic VHD",
+        ImageKind::FilesTar => "root filesystem",
+    }
+}
+
 /// Where intermediate files go: hidden `.partial` files in `dir`, removed on drop.
 fn temp_in(dir: &Path, what: &str) -> Result<NamedTempFile> {
     tempfile::Builder::new()
@@ -57,7 +69,8 @@ pub fn from_disk(
     dir: &Path,
     mtime: u64,
 ) -> Result<ImageFile> {
-    let disk = RawDisk::open(disk_path)?;
+    let mut disk = RawDisk::open(disk_path)?;
+    disk.show_progress(progress_label(kind));
     let out = temp_in(dir, "image")?;
     let file = out.as_file().try_clone()?;
     let (sha1, size) = match kind {
@@ -100,6 +113,7 @@ pub fn from_disk(
             disk_path.display()
         ),
     };
+    disk.finish_progress();
     Ok(ImageFile {
         file: out,
         sha1,
