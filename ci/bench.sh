@@ -8,7 +8,10 @@
 #
 # Usage: ci/bench.sh [WORKDIR]        (default: a fresh directory under /var/tmp)
 # Environment: RUNS (default 3), ONLY (regex of row groups to run: qcow2|vmdk|vhd|vhd-fixed|openstack|cloudstack),
-#              STEMCELL (binary to use instead of building target/release/stemcell).
+#              STEMCELL (binary to use instead of building target/release/stemcell),
+#              DISKS (raw disks of real stemcells, space-separated, e.g. what `stemcell build
+#              --keep-disks` leaves in <work-dir>/disks/: qcow2 and VMDK rows for each, beside
+#              the synthetic disk).
 #
 # The input disk: 5 GiB virtual, about 700 MiB of data laid out like a root filesystem image:
 # a tar stream of host files from /usr (text, binaries, already-compressed files), 100 MiB of
@@ -117,14 +120,27 @@ run() { [[ $1 =~ $ONLY ]]; }
 q=$work/out
 mkdir -p "$q"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-if run qcow2; then
-    measure "qemu-img qcow2" "$q/ref.qcow2" qemu-img convert -c -O qcow2 -o compat=0.10 "$disk" "$q/ref.qcow2"
-    measure "stemcell qcow2" "$q/our.qcow2" "$STEMCELL" convert --format qcow2 --compat 0.10 "$disk" "$q/our.qcow2"
-fi
-if run vmdk; then
-    measure "qemu-img vmdk" "$q/ref.vmdk" qemu-img convert -O vmdk -o subformat=streamOptimized "$disk" "$q/ref.vmdk"
-    measure "stemcell vmdk" "$q/our.vmdk" "$STEMCELL" convert --format vmdk "$disk" "$q/our.vmdk"
-fi
+# Reference:ours row pairs of the report, in order.
+PAIRS=()
+# compressed_rows SUFFIX DISK: the qcow2 and VMDK rows for one input disk.
+compressed_rows() {
+    local sfx=$1 in=$2
+    if run qcow2; then
+        measure "qemu-img qcow2$sfx" "$q/ref.qcow2" qemu-img convert -c -O qcow2 -o compat=0.10 "$in" "$q/ref.qcow2"
+        measure "stemcell qcow2$sfx" "$q/our.qcow2" "$STEMCELL" convert --format qcow2 --compat 0.10 "$in" "$q/our.qcow2"
+        PAIRS+=("qemu-img qcow2$sfx:stemcell qcow2$sfx")
+    fi
+    if run vmdk; then
+        measure "qemu-img vmdk$sfx" "$q/ref.vmdk" qemu-img convert -O vmdk -o subformat=streamOptimized "$in" "$q/ref.vmdk"
+        measure "stemcell vmdk$sfx" "$q/our.vmdk" "$STEMCELL" convert --format vmdk "$in" "$q/our.vmdk"
+        PAIRS+=("qemu-img vmdk$sfx:stemcell vmdk$sfx")
+    fi
+}
+compressed_rows "" "$disk"
+for real in ${DISKS:-}; do
+    [[ -f $real ]] || { echo "bench: $real: no such disk" >&2; exit 1; }
+    compressed_rows " ($(basename "$real"), $(du -B1M "$real" | cut -f1) MiB allocated)" "$real"
+done
 if run 'vhd$|vhd-dyn'; then
     measure "qemu-img vhd" "$q/ref.vhd" qemu-img convert -O vpc -o subformat=dynamic "$disk" "$q/ref.vhd"
     measure "stemcell vhd" "$q/our.vhd" "$STEMCELL" convert --format vhd "$disk" "$q/our.vhd"
@@ -157,7 +173,7 @@ echo "Input: $disk, 5 GiB virtual, $(du -B1M "$disk" | cut -f1) MiB allocated; $
 echo
 echo "| tool | time median (s) | speed vs reference | CPU user+sys (s) | size (bytes) | size vs reference | peak RSS (MiB) |"
 echo "|---|---|---|---|---|---|---|"
-for pair in "qemu-img qcow2:stemcell qcow2" "qemu-img vmdk:stemcell vmdk" "qemu-img vhd:stemcell vhd" \
+for pair in "${PAIRS[@]}" "qemu-img vhd:stemcell vhd" \
     "qemu-img vhd-fixed:stemcell vhd-fixed" "official openstack:stemcell openstack" \
     "official cloudstack:stemcell cloudstack"; do
     ref=${pair%%:*} ours=${pair#*:}

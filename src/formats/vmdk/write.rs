@@ -12,8 +12,8 @@ use crate::formats::source::RawDisk;
 use crate::formats::vhd::source_date_epoch;
 use crate::formats::DiskWriter;
 use anyhow::{bail, Context, Result};
-use flate2::write::ZlibEncoder;
-use flate2::Compression;
+use libdeflater::{CompressionLvl, Compressor};
+use std::cell::RefCell;
 use sha1::{Digest, Sha1};
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
@@ -41,8 +41,12 @@ pub struct StreamInfo {
 
 /// Grains compressed ahead of the writer: bounds memory to a few MiB.
 const WINDOW: usize = 256;
-/// zlib level: 6 (the zlib default) is what qemu and VMDKstream use.
-const LEVEL: u32 = 6;
+/// libdeflate level for the grains (zlib streams, any window). Measured per 64 KiB grain on
+/// 200 MB of /usr/lib and /usr/share/doc plus 50 MB of random data, sizes padded to sectors as
+/// stored: zlib-rs level 6 125.7 MB, zlib-rs 9 123.2 MB (2.6x the CPU of libdeflate 6),
+/// libdeflate 4 124.5 MB, 6 122.7 MB, 9 122.2 MB (2.6x the CPU of 6); `qemu-img convert -O vmdk
+/// -o subformat=streamOptimized` (zlib level 6) wrote 123.8 MB.
+const LEVEL: i32 = 6;
 
 /// Writes `disk` as a streamOptimized VMDK to `out` (empty, at offset 0), the descriptor's
 /// extent naming `extent_name`. The capacity is the exact raw size in sectors; a partial last
@@ -134,11 +138,22 @@ fn grains_with_data(disk: &RawDisk) -> impl Iterator<Item = u64> + Send {
     })
 }
 
+thread_local! {
+    static GRAIN_COMPRESSOR: RefCell<Compressor> =
+        RefCell::new(Compressor::new(CompressionLvl::new(LEVEL).expect("valid libdeflate level")));
+}
+
 /// A grain marker (lba, compressed size) followed by the zlib stream, padded to a sector.
 fn grain_record(index: u64, data: &[u8]) -> Result<Vec<u8>> {
-    let mut enc = ZlibEncoder::new(vec![0u8; 12], Compression::new(LEVEL));
-    enc.write_all(data)?;
-    let mut rec = enc.finish()?;
+    let mut rec = GRAIN_COMPRESSOR.with(|c| -> Result<Vec<u8>> {
+        let mut c = c.borrow_mut();
+        let mut rec = vec![0u8; 12 + c.zlib_compress_bound(data.len())];
+        let n = c
+            .zlib_compress(data, &mut rec[12..])
+            .map_err(|e| anyhow::anyhow!("grain {index}: zlib compression failed: {e:?}"))?;
+        rec.truncate(12 + n);
+        Ok(rec)
+    })?;
     let size = (rec.len() - 12) as u32;
     rec[0..8].copy_from_slice(&(index * GRAIN_SECTORS).to_le_bytes());
     rec[8..12].copy_from_slice(&size.to_le_bytes());
