@@ -323,7 +323,14 @@ fn per_os_templates_render_the_expected_lines() {
         .lines()
         .any(|l| l == "net.ipv6.conf.all.disable_ipv6=1"));
     let password = render(&read("pam/common-password.tera"), &debian, "pam");
-    assert!(password.contains("pam_pwquality.so retry=3") && !password.contains("pam_lastlog"));
+    // Debian bookworm still ships pam_lastlog.so: the failed-logins line of the official policy.
+    assert!(
+        password.contains("pam_pwquality.so retry=3")
+            && password.contains("session\trequired\t\t\tpam_lastlog.so showfailed")
+    );
+    let noble = vars(&OSES[0]);
+    let password_noble = render(&read("pam/common-password.tera"), &noble, "pam");
+    assert!(password_noble.contains("pam_pwquality.so retry=3") && !password_noble.contains("pam_lastlog"));
     let password = render(&read("pam/common-password.tera"), &jammy, "pam");
     assert!(
         password.contains("pam_cracklib.so retry=3")
