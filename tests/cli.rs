@@ -209,7 +209,7 @@ fn help_names_come_from_the_data_directories() {
     let (ok, out, _) = run(bin().env("STEMCELL_HOME", t.path()).args(["build", "--help"]));
     assert!(ok);
     assert!(out.contains("Infrastructures (infrastructures/*.yaml): zzcloud"), "{out}");
-    assert!(out.contains("debian-bookworm, ubuntu-jammy, ubuntu-noble"), "{out}");
+    assert!(out.contains("debian-bookworm, debian-trixie, ubuntu-jammy, ubuntu-noble"), "{out}");
     let (_, out, _) = run(bin().args(["verify", "--help"]));
     assert!(out.contains("Examples:\n  stemcell verify "), "{out}");
 }

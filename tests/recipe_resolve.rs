@@ -419,7 +419,7 @@ fn error_unknown_os() {
     let err = resolve(root.path(), &options("ubuntu-focal", None)).unwrap_err();
     assert_eq!(
         format!("{err:#}").replace(root.path().to_str().unwrap(), "<root>"),
-        "unknown OS `ubuntu-focal`: expected one of debian-bookworm, ubuntu-jammy, ubuntu-noble (files in <root>/stages/os)"
+        "unknown OS `ubuntu-focal`: expected one of debian-bookworm, debian-trixie, ubuntu-jammy, ubuntu-noble (files in <root>/stages/os)"
     );
 }
 
@@ -449,7 +449,7 @@ fn error_set_level_checks() {
     );
     assert_eq!(
         stage_error("name: bad\ndescription: d\nphase: os-image\nwhen: { os: [ubuntu-focal] }\nactions: []\n"),
-        "<root>/stages/os-image/40-bad.yaml:4: when: unknown OS `ubuntu-focal`: expected one of debian-bookworm, ubuntu-jammy, ubuntu-noble"
+        "<root>/stages/os-image/40-bad.yaml:4: when: unknown OS `ubuntu-focal`: expected one of debian-bookworm, debian-trixie, ubuntu-jammy, ubuntu-noble"
     );
     assert_eq!(
         stage_error(&format!("{HEAD}  - run: {{ script: x }}\n    when: {{ os_family: [redhat] }}\n")),
@@ -561,7 +561,7 @@ fn cli_plan_shows_cached_and_to_run() {
         .unwrap();
     assert!(!bad.status.success());
     let stderr = String::from_utf8(bad.stderr).unwrap();
-    assert!(stderr.starts_with("stemcell: unknown OS `centos`: expected one of debian-bookworm, ubuntu-jammy, ubuntu-noble"), "{stderr}");
+    assert!(stderr.starts_with("stemcell: unknown OS `centos`: expected one of debian-bookworm, debian-trixie, ubuntu-jammy, ubuntu-noble"), "{stderr}");
 }
 
 /// Plans `options`, supplying a placeholder for each build input the stages need that the

@@ -97,8 +97,10 @@ mod tests {
         assert_eq!(os_name(root, debian, "x").unwrap(), "debian-bookworm");
         let noble = "ID=ubuntu\nVERSION_CODENAME=noble\nUBUNTU_CODENAME=noble\n";
         assert_eq!(os_name(root, noble, "x").unwrap(), "ubuntu-noble");
-        let e = os_name(root, "ID=debian\nVERSION_CODENAME=trixie\n", "img.tgz").unwrap_err().to_string();
-        assert!(e.starts_with("img.tgz: /etc/os-release says ID=debian VERSION_CODENAME=trixie"), "{e}");
+        let trixie = "ID=debian\nVERSION_ID=\"13\"\nVERSION_CODENAME=trixie\n";
+        assert_eq!(os_name(root, trixie, "x").unwrap(), "debian-trixie");
+        let e = os_name(root, "ID=debian\nVERSION_CODENAME=forky\n", "img.tgz").unwrap_err().to_string();
+        assert!(e.starts_with("img.tgz: /etc/os-release says ID=debian VERSION_CODENAME=forky"), "{e}");
     }
 
     #[test]
