@@ -10,7 +10,11 @@
 //! `STEMCELL_REPRO_BOTH_FRESH=1` to build the second side in an empty directory as well.
 //! Needs root and the Debian mirror, as `tests/build_boot.rs`.
 
-use anyhow::{bail, Context, Result};
+#[path = "common/e2e.rs"]
+mod e2e;
+
+use anyhow::{Context, Result};
+use e2e::{e2e_dir, run, sha256_file, EPOCH};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -19,74 +23,25 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-const VERSION: &str = "0.0.1";
-const EPOCH: &str = "1700000000";
-const GRUB_PASSWORD: &str = "e2e-grub-password";
 const OS: &str = "debian-bookworm";
 const STEMCELLS: [&str; 2] = [
     "bosh-stemcell-0.0.1-openstack-kvm-debian-bookworm.tgz",
     "bosh-stemcell-0.0.1-openstack-kvm-debian-bookworm-raw.tgz",
 ];
 
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn e2e_dir() -> PathBuf {
-    manifest_dir().join("target/e2e")
-}
-
-fn sha256_file(p: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(p).with_context(|| format!("{}: cannot open", p.display()))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).with_context(|| format!("{}: cannot read", p.display()))?;
-    Ok(hex::encode(h.finalize()))
-}
-
-/// Runs a command; its output on failure names what ran.
-fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("{cmd:?}: cannot start"))?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if !out.status.success() {
-        bail!("{cmd:?} failed ({}):\n{text}", out.status);
-    }
-    Ok(text)
-}
-
 /// The one build of this test: the OS image tarball (`out/os.tgz`) and the OpenStack stemcells
 /// (raw disk kept in `work/disks/openstack.raw`), with the inputs `tests/build_boot.rs` gives
 /// so that the suite's layer cache serves both.
 fn build_os_image_and_stemcells(work: &Path, out: &Path) -> Result<()> {
-    let stemcell = || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_stemcell"));
-        c.env("SOURCE_DATE_EPOCH", EPOCH).env_remove("BUILD_TIME");
-        c
-    };
     std::fs::create_dir_all(out)?;
-    run(stemcell()
+    run(e2e::stemcell()
         .args(["os-image", "--os", OS, "--force", "--work-dir"])
         .arg(work)
         .arg("-o")
-        .arg(out.join("os.tgz")))?;
-    let agent = manifest_dir().join("tests/fixtures/standin-agent/bosh-agent");
-    let dav = manifest_dir().join("tests/fixtures/standin-blobstore/bosh-blobstore-dav");
-    let mut build = stemcell();
-    build
-        .args(["build", "--infrastructure", "openstack", "--version", VERSION, "--os", OS, "--agent"])
-        .arg(&agent)
-        .args(["--agent-sha256", &sha256_file(&agent)?]);
-    // The stand-in serves as all four blobstore CLIs (the pinned releases need the network).
-    for cli in ["dav", "gcs", "s3", "azure-storage"] {
-        build
-            .arg(format!("--blobstore-{cli}"))
-            .arg(&dav)
-            .args([&format!("--blobstore-{cli}-sha256"), &sha256_file(&dav)?]);
-    }
-    run(build
-        .args(["--grub-password", GRUB_PASSWORD, "--keep-disks", "--force", "--work-dir"])
-        .arg(work)
-        .arg("-o")
-        .arg(out))?;
+        .arg(out.join("os.tgz"))
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .env_remove("BUILD_TIME"))?;
+    run(e2e::build_command(OS, &["openstack"], work, out).arg("--keep-disks").env_remove("BUILD_TIME"))?;
     Ok(())
 }
 
@@ -270,7 +225,7 @@ fn os_image_and_openstack_stemcells_are_byte_identical_from_an_empty_work_direct
     let result = built.and_then(|()| {
         let mut problems = Vec::new();
         let (a, b) = (fresh.0.join("out/os.tgz"), second_out.join("os.tgz"));
-        if sha256_file(&a)? != sha256_file(&b)? {
+        if sha256_file(&a) != sha256_file(&b) {
             let lines = differences(&tar_entries(&a)?, &tar_entries(&b)?);
             problems.push(format!("the OS image tarballs differ in {} member(s):\n  {}", lines.len(), lines.join("\n  ")));
         }
@@ -283,7 +238,10 @@ fn os_image_and_openstack_stemcells_are_byte_identical_from_an_empty_work_direct
         let differing: Vec<&str> = STEMCELLS
             .iter()
             .copied()
-            .filter(|name| sha256_file(&fresh.0.join("out").join(name)).ok() != sha256_file(&second_out.join(name)).ok())
+            .filter(|name| {
+                let (a, b) = (fresh.0.join("out").join(name), second_out.join(name));
+                !(a.is_file() && b.is_file() && sha256_file(&a) == sha256_file(&b))
+            })
             .collect();
         if !differing.is_empty() {
             let lines = disk_differences(&fresh.0.join("work/disks/openstack.raw"), &second_disks.join("openstack.raw"), &fresh.0)?;
