@@ -82,10 +82,11 @@ pub fn build_command(os: &str, infrastructures: &[&str], work: &Path, out: &Path
     cmd.args(["--version", VERSION, "--os", os, "--agent"])
         .arg(&agent)
         .args(["--agent-sha256", &sha256_file(&agent)]);
+    let (cli_path, cli_sha256) = (standin_dav_cli(), sha256_file(&standin_dav_cli()));
     for cli in ["dav", "gcs", "s3", "azure-storage"] {
         cmd.arg(format!("--blobstore-{cli}"))
-            .arg(standin_dav_cli())
-            .args([&format!("--blobstore-{cli}-sha256"), &sha256_file(&standin_dav_cli())]);
+            .arg(&cli_path)
+            .args([&format!("--blobstore-{cli}-sha256"), &cli_sha256]);
     }
     cmd.args(["--grub-password", GRUB_PASSWORD, "--force", "--work-dir"])
         .arg(work)
