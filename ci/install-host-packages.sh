@@ -22,14 +22,18 @@ apt-get update -qq
 packages=(
   # disk checks and format round trips
   qemu-utils libxml2-utils gdisk fdisk dosfstools mtools e2fsprogs bzip2 xz-utils time
-  # OS image
-  debootstrap mmdebstrap debian-archive-keyring ubuntu-keyring gnupg ca-certificates
-  # boot tests
-  ovmf genisoimage cpio
+  # OS image (arch-test: mmdebstrap's check that a foreign architecture runs)
+  debootstrap mmdebstrap debian-archive-keyring ubuntu-keyring gnupg ca-certificates arch-test
+  # boot tests (qemu-efi-aarch64: the arm64 UEFI firmware, AAVMF)
+  ovmf qemu-efi-aarch64 genisoimage cpio
   # stemcell boot: throwaway CA and mbus certificate, the HTTPS ping, SSH for the agent log
   openssl curl openssh-client
 )
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
-apt-get install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86 qemu-utils >/dev/null
+# qemu-user: the static user-mode emulators (8.1 and later are static) that run arm64 programs
+# in the build's own namespace. Without recommends: qemu-user-binfmt would register them in the
+# host's binfmt_misc, which the build never touches.
+apt-get install -y -qq --no-install-recommends -t bookworm-backports \
+  qemu-system-x86 qemu-system-arm qemu-user qemu-utils >/dev/null
 # The suite builds and boots real stemcells: say how much room it has, for when it runs out.
 df -h / "$PWD" | sed 's/^/disk: /'

@@ -7,6 +7,7 @@
 //! image stages and every stemcell stage whose key does not depend on the infrastructure run
 //! once); the disk assembly and packing of the infrastructures then run in parallel.
 
+use crate::recipe::arch::Arch;
 use crate::disk::{self, BootModes, DiskIds, DiskSize, DiskSpec, GrubPassword, PartitionTable};
 use crate::formats::{Firmware, OvfOptions};
 use crate::progress::Steps;
@@ -35,6 +36,8 @@ pub struct BuildRequest {
     pub infrastructures: Vec<String>,
     pub version: String,
     pub os: String,
+    /// The architecture to build for.
+    pub arch: Arch,
     /// Build on this OS image tarball instead of building the OS image stages.
     pub os_image: Option<PathBuf>,
     pub mirror: Option<String>,
@@ -76,6 +79,9 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
         .iter()
         .map(|n| infrastructure::load(&req.root, n))
         .collect::<Result<_>>()?;
+    for infra in &infras {
+        infra.manifest_architecture(req.arch)?;
+    }
     std::fs::create_dir_all(&req.output_dir)
         .with_context(|| format!("{}: cannot create", req.output_dir.display()))?;
     std::fs::create_dir_all(&req.work_dir)
@@ -91,7 +97,7 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
         let given = req.inputs.iter().find(|(n, _, _)| *n == name);
         let location = given.and_then(|(_, l, _)| l.as_deref());
         let sha = given.and_then(|(_, _, s)| s.as_deref());
-        if let Some(spec) = inputs::select(&assets, name, location, sha, req.no_blobstore_clis)? {
+        if let Some(spec) = inputs::select(&assets, name, req.arch, location, sha, req.no_blobstore_clis)? {
             chosen.push((spec, location.is_none()));
         }
     }
@@ -114,7 +120,7 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
     timings.push(step(&Steps::new(false), "inputs", start));
 
     let base = match &req.os_image {
-        Some(tgz) => Some(import_os_image(tgz, &req.work_dir, &req.os)?),
+        Some(tgz) => Some(import_os_image(tgz, &req.work_dir, &req.os, req.arch)?),
         None => None,
     };
 
@@ -174,6 +180,7 @@ fn stemcell_root(
     let options = stemcell_plan_options(
         &req.root,
         &req.os,
+        req.arch,
         infra,
         &req.version,
         req.mirror.clone(),
@@ -210,6 +217,7 @@ fn stemcell_root(
 pub fn stemcell_plan_options(
     root: &Path,
     os: &str,
+    arch: Arch,
     infra: &Infrastructure,
     version: &str,
     mirror: Option<String>,
@@ -221,6 +229,7 @@ pub fn stemcell_plan_options(
     extra_vars.push(("stemcell_git_sha1".into(), git_sha1(root)));
     Ok(PlanOptions {
         os: os.to_string(),
+        arch,
         infrastructure: Some(infra.name.clone()),
         mirror,
         build_time: std::env::var("BUILD_TIME").ok().filter(|t| !t.is_empty()),
@@ -252,7 +261,7 @@ fn finish_stemcell(
     let warden = infra.outputs.iter().all(|o| o.image == ImageKind::FilesTar);
     if !warden {
         disk::grub::prepare_root(root, &root_uuid)?;
-        for argv in disk::grub::mkimage_commands(spec.boot.bios, spec.boot.uefi) {
+        for argv in disk::grub::mkimage_commands(spec.arch, spec.boot.bios, spec.boot.uefi) {
             let cmd = argv.iter().map(|a| sh_quote(a)).collect::<Vec<_>>().join(" ");
             let out = session.output(&cmd)?;
             if out.status != 0 {
@@ -291,7 +300,7 @@ fn finish_stemcell(
         memory_mib: 512,
     };
     let mut packed = Vec::new();
-    for s in infra.pack_specs(&req.os, &req.version, packages.output.as_bytes(), &dev_tools, &ovf, req.force) {
+    for s in infra.pack_specs(&req.os, req.arch, &req.version, packages.output.as_bytes(), &dev_tools, &ovf, req.force)? {
         let source = if s.image_kind == ImageKind::FilesTar {
             ImageSource::RootDir(root)
         } else {
@@ -323,6 +332,7 @@ fn disk_spec(req: &BuildRequest, infra: &Infrastructure, seed: &str, os_family: 
         None => DiskIds::random()?,
     };
     let mut spec = DiskSpec::new(ids)?;
+    spec.arch = req.arch;
     spec.size = DiskSize::Mib(infra.disk_size_mib);
     if let Some(layout) = &infra.disk {
         spec.table = match layout.layout {
@@ -334,6 +344,14 @@ fn disk_spec(req: &BuildRequest, infra: &Infrastructure, seed: &str, os_family: 
             uefi: layout.boot.contains(&BootMode::Uefi),
         };
     }
+    if req.arch != Arch::Amd64 {
+        // UEFI only: there is no BIOS to boot from on arm64.
+        spec.boot.bios = false;
+        if !spec.boot.uefi {
+            bail!("{}: {} boots by BIOS only, and {} stemcells boot by UEFI", infra.file.display(), infra.name, req.arch);
+        }
+    }
+    spec.kernel_options = disk::bootcfg::kernel_options_for(req.arch, spec.kernel_options);
     spec.kernel_options.extend(infra.kernel_cmdline.iter().cloned());
     if os_family == "debian" {
         // Debian's initramfs-tools sleeps for the whole rootdelay on every boot (Ubuntu's only
@@ -350,10 +368,17 @@ fn disk_spec(req: &BuildRequest, infra: &Infrastructure, seed: &str, os_family: 
 
 /// Imports an OS image tarball as the bottom layer, keyed by its content. Refuses unsafe
 /// members (absolute, `..`, devices outside /dev) and a tree that is not an OS.
-fn import_os_image(tgz: &Path, work_dir: &Path, os: &str) -> Result<String> {
+fn import_os_image(tgz: &Path, work_dir: &Path, os: &str, arch: Arch) -> Result<String> {
     let key = import_key(tgz)?;
     let store = LayerStore::open(work_dir)?;
+    let same_arch = |dir: &Path| match crate::rootfs::chroot::root_arch(dir) {
+        Some(found) if found != arch => {
+            bail!("{}: an {found} OS image, and this build is for {arch} (--arch {found})", tgz.display())
+        }
+        _ => Ok(()),
+    };
     if store.is_done(&key) {
+        same_arch(&store.dir().join(&key))?;
         crate::rootfs::cache::touch(&store, &key);
         return Ok(key);
     }
@@ -365,7 +390,7 @@ fn import_os_image(tgz: &Path, work_dir: &Path, os: &str) -> Result<String> {
         if !dir.join("usr/bin/dpkg").exists() {
             bail!("{}: not a Debian or Ubuntu OS image (no /usr/bin/dpkg)", tgz.display());
         }
-        Ok(())
+        same_arch(&dir)
     });
     if let Err(e) = result {
         store.abandon(&key);

@@ -4,6 +4,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use stemcell::recipe::arch::Arch;
 
 #[derive(Parser, Debug)]
 #[command(name = "stemcell", version, about = "Build, convert, package and check BOSH stemcells")]
@@ -90,6 +91,9 @@ pub struct PackageArgs {
     /// Operating system name, e.g. ubuntu-noble; the manifest's operating_system.
     #[arg(long)]
     pub os: String,
+    /// The disk's architecture: amd64 or arm64 (names and cloud_properties.architecture).
+    #[arg(long, default_value = "amd64", value_parser = parse_arch)]
+    pub arch: Arch,
     /// Stemcell version, e.g. 1.606 (written as a quoted string).
     #[arg(long)]
     pub version: String,
@@ -153,6 +157,9 @@ pub struct OsImageArgs {
     /// Operating system to build (a file name in stages/os/, listed below).
     #[arg(long, default_value = "ubuntu-noble")]
     pub os: String,
+    /// Architecture to build for: amd64 or arm64 (another than the host's runs emulated).
+    #[arg(long, default_value = "amd64", value_parser = parse_arch)]
+    pub arch: Arch,
     /// Archive URL to bootstrap from, instead of the OS definition's (or the host's, for Debian).
     #[arg(long)]
     pub mirror: Option<String>,
@@ -199,6 +206,9 @@ pub struct InputArgs {
     /// with --os-image the OS its /etc/os-release names.
     #[arg(long)]
     pub os: Option<String>,
+    /// Architecture to build for: amd64 or arm64 (another than the host's runs emulated).
+    #[arg(long, default_value = "amd64", value_parser = parse_arch)]
+    pub arch: Arch,
     /// Build on this OS image tarball (from `stemcell os-image`) instead of running the OS
     /// image stages.
     #[arg(long, value_name = "TGZ")]
@@ -490,12 +500,12 @@ fn package(a: PackageArgs) -> Result<()> {
         .with_context(|| format!("{}: cannot create the output directory", a.output_dir.display()))?;
     let firmware = if a.firmware == "bios" { Firmware::Bios } else { Firmware::Efi };
     use stemcell::stemcell::spec::InfrastructureStemcells;
-    let specs = infra.pack_specs(&a.os, &a.version, &packages, &dev_tools, &OvfOptions {
+    let specs = infra.pack_specs(&a.os, a.arch, &a.version, &packages, &dev_tools, &OvfOptions {
         name: format!("{}-{}", infra.name, a.os),
         firmware,
         cpus: 1,
         memory_mib: 512,
-    }, a.force);
+    }, a.force)?;
     let specs: Vec<_> = specs
         .into_iter()
         .filter(|s| a.disk_formats.is_empty() || a.disk_formats.contains(&s.manifest.cloud_properties.disk_format))
@@ -590,6 +600,7 @@ fn os_image(a: OsImageArgs) -> Result<()> {
     let root = project_root();
     let options = PlanOptions {
         os: a.os.clone(),
+        arch: a.arch,
         mirror: a.mirror.clone(),
         build_time: std::env::var("BUILD_TIME").ok().filter(|t| !t.is_empty()),
         source_date_epoch: stemcell::disk::layout::source_date_epoch_from_env()?,
@@ -619,12 +630,17 @@ fn os_image(a: OsImageArgs) -> Result<()> {
     Ok(())
 }
 
+fn parse_arch(name: &str) -> Result<Arch> {
+    Arch::parse(name)
+}
+
 fn plan(a: PlanArgs) -> Result<()> {
     use stemcell::planning::{plan, PlanRequest};
     use stemcell::recipe::plan::short_key;
     let root = stemcell::recipe::resolve::project_root();
     let report = plan(&PlanRequest {
         os: a.inputs.os(&root)?,
+        arch: a.inputs.arch,
         root,
         os_image: a.inputs.os_image.clone(),
         mirror: a.inputs.mirror.clone(),
@@ -644,7 +660,7 @@ fn plan(a: PlanArgs) -> Result<()> {
     if a.json {
         return print_json(&report);
     }
-    println!("os: {}  mirror: {}", report.os, report.mirror);
+    println!("os: {}  arch: {}  mirror: {}", report.os, report.arch, report.mirror);
     let row = |phase: &str, name: &str, key: &str, status: &str, description: &str| {
         println!("{phase:<9} {name:<30} {key:<12} {status:<13} {description}");
     };
@@ -676,6 +692,7 @@ fn build(a: BuildArgs) -> Result<()> {
         infrastructures: a.infrastructures,
         version: a.version,
         os,
+        arch: a.inputs.arch,
         os_image: a.inputs.os_image.clone(),
         mirror: a.inputs.mirror.clone(),
         inputs: a.inputs.by_name(),

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 pub struct PlanRequest {
     pub root: PathBuf,
     pub os: String,
+    pub arch: crate::recipe::arch::Arch,
     pub os_image: Option<PathBuf>,
     pub mirror: Option<String>,
     /// None: the OS image only.
@@ -49,6 +50,8 @@ pub struct InfraPlan {
 #[derive(Clone, Debug, Serialize)]
 pub struct PlanReport {
     pub os: String,
+    /// Debian's name of the architecture (`amd64`, `arm64`).
+    pub arch: String,
     pub mirror: String,
     pub os_image: Option<String>,
     pub plans: Vec<InfraPlan>,
@@ -62,7 +65,7 @@ pub fn plan(req: &PlanRequest) -> Result<PlanReport> {
         let given = req.inputs.iter().find(|(n, _, _)| n == name);
         let location = given.and_then(|(_, l, _)| l.as_deref());
         let sha = given.and_then(|(_, _, s)| s.as_deref());
-        match inputs::select(&root.join("assets"), name, location, sha, false) {
+        match inputs::select(&root.join("assets"), name, req.arch, location, sha, false) {
             Ok(Some(spec)) => input_vars.push((var.to_string(), spec.sha256)),
             Ok(None) => {}
             Err(_) if location.is_none() && sha.is_none() => missing.push(*name),
@@ -83,10 +86,11 @@ pub fn plan(req: &PlanRequest) -> Result<PlanReport> {
         let mut options = match infra {
             Some(name) => {
                 let infra = infrastructure::load(root, name)?;
-                stemcell_plan_options(root, &req.os, &infra, &version, req.mirror.clone(), &vars)?
+                stemcell_plan_options(root, &req.os, req.arch, &infra, &version, req.mirror.clone(), &vars)?
             }
             None => PlanOptions {
                 os: req.os.clone(),
+                arch: req.arch,
                 mirror: req.mirror.clone(),
                 stemcell_version: req.version.clone(),
                 ..Default::default()
@@ -114,6 +118,7 @@ pub fn plan(req: &PlanRequest) -> Result<PlanReport> {
         .join(" or ");
     let mut report = PlanReport {
         os: req.os.clone(),
+        arch: req.arch.debian().to_string(),
         mirror: String::new(),
         os_image: req.os_image.as_ref().map(|p| p.display().to_string()),
         plans: Vec::new(),

@@ -27,6 +27,7 @@ fn out_dir() -> &'static Path {
 
 fn spec(table: PartitionTable) -> DiskSpec {
     DiskSpec {
+        arch: stemcell::recipe::arch::Arch::Amd64,
         size: DiskSize::Auto,
         table,
         boot: stemcell::disk::BootModes::HYBRID,

@@ -7,6 +7,7 @@ mod recipe_fixture;
 use recipe_fixture::{fake_etc_apt, fixture_root, repo_root};
 use std::path::Path;
 use stemcell::recipe::plan::{layer_done_marker, Plan};
+use stemcell::recipe::arch::Arch;
 use stemcell::recipe::resolve::{resolve, resolve_with_apt, PlanOptions};
 use stemcell::recipe::stage::{Action, Phase};
 use stemcell::recipe::template::render;
@@ -145,6 +146,39 @@ fn bookworm_uses_the_host_mirror_and_debian_stages() {
         asset(root.path(), &p, "apt/sources.list.tera"),
         "deb http://debian.mirror.test/debian bookworm main\n\
          deb http://debian.mirror.test/debian bookworm-updates main\n"
+    );
+}
+
+#[test]
+fn arm64_takes_the_os_definitions_arm64_packages_and_keys_of_its_own() {
+    let root = fixture_root();
+    let amd64 = plan(root.path(), &options("debian-bookworm", Some("aws")));
+    let arm64 = plan(
+        root.path(),
+        &PlanOptions { arch: Arch::Arm64, ..options("debian-bookworm", Some("aws")) },
+    );
+    assert_eq!(installs(&arm64, "kernel"), ["linux-image-arm64"]);
+    assert_eq!(arm64.arch, Arch::Arm64);
+    assert_eq!(arm64.vars.get("arch").and_then(|v| v.as_str()), Some("arm64"));
+    assert_eq!(names(&arm64), names(&amd64));
+    // Not one layer is shared between the architectures.
+    assert_ne!(arm64.bootstrap_key, amd64.bootstrap_key);
+    for (a, b) in keys(&arm64).iter().zip(keys(&amd64)) {
+        assert_ne!(*a, b);
+    }
+    // Noble's arm64 comes from Ubuntu's ports archive.
+    let noble = plan(root.path(), &PlanOptions { arch: Arch::Arm64, ..options("ubuntu-noble", None) });
+    assert_eq!(noble.mirror, "http://ports.ubuntu.com/ubuntu-ports");
+}
+
+#[test]
+fn an_architecture_the_os_is_not_built_for_is_an_error_naming_the_file() {
+    let root = fixture_root();
+    let err = resolve(root.path(), &PlanOptions { arch: Arch::Arm64, ..options("ubuntu-jammy", None) })
+        .unwrap_err();
+    assert_eq!(
+        format!("{err:#}").replace(root.path().to_str().unwrap(), "<root>"),
+        "<root>/stages/os/ubuntu-jammy.yaml: ubuntu-jammy is not built for arm64 (architectures: amd64)"
     );
 }
 
@@ -549,7 +583,7 @@ fn cli_plan_shows_cached_and_to_run() {
     let first_line = String::from_utf8(snap.stdout).unwrap();
     assert!(
         first_line.starts_with(
-            "os: ubuntu-jammy  mirror: http://snapshot.ubuntu.com/ubuntu/20250520T000000Z\n"
+            "os: ubuntu-jammy  arch: amd64  mirror: http://snapshot.ubuntu.com/ubuntu/20250520T000000Z\n"
         ),
         "{first_line}"
     );

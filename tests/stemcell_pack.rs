@@ -1,6 +1,7 @@
 //! Packing, light stemcells, inspect and verify, through the real binary and checked with
 //! independent readers (GNU tar, gzip, serde_yaml).
 
+use stemcell::recipe::arch::Arch;
 use stemcell::stemcell::spec::InfrastructureStemcells;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -262,7 +263,7 @@ fn openstack_raw_output_and_light() {
         cpus: 1,
         memory_mib: 512,
     };
-    let specs = infra.pack_specs("ubuntu-jammy", "1.606", b"", b"", &ovf, false);
+    let specs = infra.pack_specs("ubuntu-jammy", Arch::Amd64, "1.606", b"", b"", &ovf, false).unwrap();
     assert_eq!(
         specs[0].tarball_name,
         "bosh-stemcell-1.606-openstack-kvm-ubuntu-jammy-go_agent.tgz"
@@ -638,7 +639,7 @@ fn warden_files_image_from_a_root_directory() {
         cpus: 1,
         memory_mib: 512,
     };
-    let spec = &infra.pack_specs("ubuntu-jammy", "1.606", b"", b"", &ovf, false)[0];
+    let spec = &infra.pack_specs("ubuntu-jammy", Arch::Amd64, "1.606", b"", b"", &ovf, false).unwrap()[0];
     let packed = pack(spec, ImageSource::RootDir(&root), t.path()).unwrap();
     assert_eq!(
         packed.tarball.path.file_name().unwrap(),

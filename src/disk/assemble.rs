@@ -111,7 +111,7 @@ pub fn assemble(root: &Path, spec: &DiskSpec, out: &Path, force: bool) -> Result
     let efi_image = if spec.boot.uefi {
         Some(grub::read_root_file(
             root,
-            grub::CORE_EFI,
+            &grub::core_efi(spec.arch),
             "GRUB UEFI image",
         )?)
     } else {
@@ -190,7 +190,7 @@ pub fn assemble(root: &Path, spec: &DiskSpec, out: &Path, force: bool) -> Result
         let stub = bootcfg::esp_stub_cfg(&root_uuid).into_bytes();
         let files = vec![
             EspFile {
-                path: "EFI/BOOT/BOOTX64.EFI".into(),
+                path: grub::removable_efi_path(spec.arch).into(),
                 data: efi,
             },
             EspFile {

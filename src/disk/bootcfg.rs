@@ -29,6 +29,25 @@ pub fn noble_kernel_options() -> Vec<String> {
     NOBLE_KERNEL_OPTIONS.iter().map(|s| s.to_string()).collect()
 }
 
+/// `options` for a kernel of `arch`. On arm64 `earlyprintk` (x86's) goes, and the serial
+/// console is named twice: `ttyS0` (AWS Graviton's 8250-compatible UART) and then `ttyAMA0`
+/// (the PL011 of QEMU and KVM `virt` machines, OpenStack's); the kernel skips the one the
+/// machine lacks, and the last one present is `/dev/console`.
+pub fn kernel_options_for(arch: crate::recipe::arch::Arch, options: Vec<String>) -> Vec<String> {
+    use crate::recipe::arch::Arch;
+    match arch {
+        Arch::Amd64 => options,
+        Arch::Arm64 => options
+            .into_iter()
+            .filter(|o| !o.starts_with("earlyprintk="))
+            .flat_map(|o| match o.strip_prefix("console=ttyS0") {
+                Some(rest) => vec![format!("console=ttyS0{rest}"), format!("console=ttyAMA0{rest}")],
+                None => vec![o],
+            })
+            .collect(),
+    }
+}
+
 /// The kernel and initrd to boot, relative to the root filesystem.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Kernel {
@@ -170,6 +189,16 @@ pub fn esp_stub_cfg(root_uuid: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn arm64_names_both_serial_consoles_and_drops_earlyprintk() {
+        use crate::recipe::arch::Arch;
+        let amd64 = kernel_options_for(Arch::Amd64, noble_kernel_options());
+        assert_eq!(amd64, noble_kernel_options());
+        let arm64 = kernel_options_for(Arch::Arm64, noble_kernel_options()).join(" ");
+        assert!(arm64.contains("console=ttyS0,115200n8 console=ttyAMA0,115200n8 rootdelay=300"), "{arm64}");
+        assert!(!arm64.contains("earlyprintk"), "{arm64}");
+    }
 
     #[test]
     fn newest_kernel_wins_numerically() {

@@ -8,9 +8,12 @@
 //!     the disk signature and the partition table, pointing its kernel sector at core.img) and
 //!     core.img into the MBR gap (MBR) or the BIOS boot partition (GPT), with core.img's
 //!     blocklist pointing at its own sectors. The UEFI image is copied onto the ESP by
-//!     [`crate::disk::esp`] as `\EFI\BOOT\BOOTX64.EFI`.
+//!     [`crate::disk::esp`] as the firmware's removable-media path ([`removable_efi_path`]):
+//!     `\EFI\BOOT\BOOTX64.EFI` on amd64, `\EFI\BOOT\BOOTAA64.EFI` on arm64 (UEFI only: arm64
+//!     has no BIOS).
 
 use super::layout::{Layout, PartitionTable, Role, SECTOR};
+use crate::recipe::arch::Arch;
 use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -22,8 +25,26 @@ pub const EARLY_CFG: &str = "boot/grub/stemcell-early.cfg";
 pub const CORE_IMG: &str = "boot/grub/i386-pc/core.img";
 /// BIOS MBR boot code shipped by grub-pc-bin, relative to the root directory.
 pub const BOOT_IMG: &str = "usr/lib/grub/i386-pc/boot.img";
-/// UEFI image produced by `grub-mkimage -O x86_64-efi`, relative to the root directory.
-pub const CORE_EFI: &str = "boot/grub/x86_64-efi/core.efi";
+/// GRUB's UEFI platform of an architecture (`grub-mkimage -O`, `/usr/lib/grub/<platform>`).
+pub fn efi_platform(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Amd64 => "x86_64-efi",
+        Arch::Arm64 => "arm64-efi",
+    }
+}
+
+/// UEFI image produced by `grub-mkimage`, relative to the root directory.
+pub fn core_efi(arch: Arch) -> String {
+    format!("boot/grub/{}/core.efi", efi_platform(arch))
+}
+
+/// Where UEFI firmware looks on removable media (UEFI 2.x, 3.5.1.1), on the ESP.
+pub fn removable_efi_path(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Amd64 => "EFI/BOOT/BOOTX64.EFI",
+        Arch::Arm64 => "EFI/BOOT/BOOTAA64.EFI",
+    }
+}
 
 /// Modules built into both images: enough to find the root filesystem by UUID on an MBR or
 /// GPT disk, check the superuser password and boot Linux with a gzip'd initrd, so nothing is
@@ -45,7 +66,7 @@ pub const MODULES_COMMON: &[&str] = &[
 /// BIOS-only modules.
 pub const MODULES_I386_PC: &[&str] = &["biosdisk"];
 /// UEFI-only modules (`fat` lets the ESP stub config be read; `all_video` a framebuffer).
-pub const MODULES_X86_64_EFI: &[&str] = &["fat", "all_video"];
+pub const MODULES_EFI: &[&str] = &["fat", "all_video"];
 
 /// Sector of core.img's diskboot blocklist entry: the last 12 bytes of its first sector
 /// (`struct grub_pc_bios_boot_blocklist { u64 start; u16 len; u16 segment }`).
@@ -72,7 +93,7 @@ pub fn early_config(root_uuid: &str) -> String {
 /// Writes the early config into the root directory and creates the output directories of
 /// [`mkimage_commands`]. Run before those commands.
 pub fn prepare_root(root: &Path, root_uuid: &str) -> Result<()> {
-    for dir in ["boot/grub/i386-pc", "boot/grub/x86_64-efi"] {
+    for dir in ["boot/grub/i386-pc", "boot/grub/x86_64-efi", "boot/grub/arm64-efi"] {
         let d = root.join(dir);
         std::fs::create_dir_all(&d).with_context(|| format!("{}: cannot create", d.display()))?;
     }
@@ -82,8 +103,9 @@ pub fn prepare_root(root: &Path, root_uuid: &str) -> Result<()> {
 }
 
 /// The `grub-mkimage` command lines (argv, absolute paths inside the chroot) that build the
-/// boot images the disk needs, to run in the image's chroot after [`prepare_root`].
-pub fn mkimage_commands(bios: bool, uefi: bool) -> Vec<Vec<String>> {
+/// boot images the disk needs, to run in the image's chroot after [`prepare_root`]. BIOS
+/// exists on amd64 only.
+pub fn mkimage_commands(arch: Arch, bios: bool, uefi: bool) -> Vec<Vec<String>> {
     let cmd = |format: &str, out: &str, extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = ["grub-mkimage", "-O", format, "-o"]
             .iter()
@@ -97,11 +119,11 @@ pub fn mkimage_commands(bios: bool, uefi: bool) -> Vec<Vec<String>> {
         v
     };
     let mut cmds = Vec::new();
-    if bios {
+    if bios && arch == Arch::Amd64 {
         cmds.push(cmd("i386-pc", CORE_IMG, MODULES_I386_PC));
     }
     if uefi {
-        cmds.push(cmd("x86_64-efi", CORE_EFI, MODULES_X86_64_EFI));
+        cmds.push(cmd(efi_platform(arch), &core_efi(arch), MODULES_EFI));
     }
     cmds
 }
@@ -280,7 +302,7 @@ mod tests {
 
     #[test]
     fn mkimage_command_lines_embed_the_early_config() {
-        let cmds = mkimage_commands(true, true);
+        let cmds = mkimage_commands(Arch::Amd64, true, true);
         assert_eq!(cmds.len(), 2);
         let bios = cmds[0].join(" ");
         assert!(bios.starts_with("grub-mkimage -O i386-pc -o /boot/grub/i386-pc/core.img -d /usr/lib/grub/i386-pc -p /boot/grub -c /boot/grub/stemcell-early.cfg part_msdos"), "{bios}");
@@ -288,5 +310,9 @@ mod tests {
         assert!(cmds[1]
             .iter()
             .any(|a| a == "/boot/grub/x86_64-efi/core.efi"));
+        let arm = mkimage_commands(Arch::Arm64, false, true);
+        assert_eq!(arm.len(), 1);
+        let efi = arm[0].join(" ");
+        assert!(efi.starts_with("grub-mkimage -O arm64-efi -o /boot/grub/arm64-efi/core.efi -d /usr/lib/grub/arm64-efi "), "{efi}");
     }
 }

@@ -49,7 +49,7 @@ impl std::str::FromStr for PartitionTable {
 pub struct BootModes {
     /// Legacy BIOS: GRUB boot.img in the MBR and core.img in the gap or the BIOS boot partition.
     pub bios: bool,
-    /// UEFI: GRUB as `\EFI\BOOT\BOOTX64.EFI` on the ESP.
+    /// UEFI: GRUB on the ESP as the removable-media path (`\EFI\BOOT\BOOTX64.EFI` on amd64).
     pub uefi: bool,
 }
 
@@ -149,6 +149,8 @@ impl DiskIds {
 /// Everything [`crate::disk::assemble`] needs besides the root directory.
 #[derive(Clone, Debug)]
 pub struct DiskSpec {
+    /// The architecture of the root's kernel and GRUB.
+    pub arch: crate::recipe::arch::Arch,
     pub size: DiskSize,
     pub table: PartitionTable,
     pub boot: BootModes,
@@ -167,6 +169,7 @@ impl DiskSpec {
     /// GRUB password; SOURCE_DATE_EPOCH from the environment.
     pub fn new(ids: DiskIds) -> Result<DiskSpec> {
         Ok(DiskSpec {
+            arch: crate::recipe::arch::Arch::Amd64,
             size: DiskSize::Mib(5120),
             table: PartitionTable::Mbr,
             boot: BootModes::HYBRID,
@@ -303,6 +306,7 @@ mod tests {
 
     fn spec(table: PartitionTable, size: DiskSize) -> DiskSpec {
         DiskSpec {
+            arch: crate::recipe::arch::Arch::Amd64,
             size,
             table,
             boot: BootModes::HYBRID,

@@ -16,7 +16,7 @@
 //! let mut spec = DiskSpec::new(ids)?;            // Noble defaults: MBR, BIOS+UEFI, 5120 MiB
 //! spec.kernel_options.extend(infra_console_options);
 //! grub::prepare_root(root, &ids.root_fs.to_string())?;
-//! for argv in grub::mkimage_commands(spec.boot.bios, spec.boot.uefi) { /* run in the chroot */ }
+//! for argv in grub::mkimage_commands(spec.arch, spec.boot.bios, spec.boot.uefi) { /* run in the chroot */ }
 //! // unmount the chroot session, then:
 //! let disk = disk::assemble(root, &spec, &out_raw, force)?;
 //! ```

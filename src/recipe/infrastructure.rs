@@ -4,6 +4,7 @@
 //! differ), the light-stemcell formats, and the build inputs issue 4 uses (stages, disk layout
 //! and boot modes, kernel command line, agent settings).
 
+use super::arch::Arch;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
@@ -44,6 +45,31 @@ pub struct Infrastructure {
     /// Agent settings, decoded by the agent stage.
     #[serde(default)]
     pub agent: Value,
+    /// The architectures this infrastructure's stemcells are built for (Debian names), each
+    /// with the `cloud_properties.architecture` its CPI reads. Absent: amd64 as `x86_64`.
+    #[serde(default)]
+    pub architectures: Option<BTreeMap<String, String>>,
+    /// The file this was loaded from, for error messages.
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+impl Infrastructure {
+    /// `cloud_properties.architecture` of this infrastructure's stemcells for `arch`; an
+    /// architecture it is not built for is an error naming the file and the ones it is.
+    pub fn manifest_architecture(&self, arch: Arch) -> Result<String> {
+        let default = BTreeMap::from([(Arch::Amd64.debian().to_string(), "x86_64".to_string())]);
+        let map = self.architectures.as_ref().unwrap_or(&default);
+        match map.get(arch.debian()) {
+            Some(value) => Ok(value.clone()),
+            None => bail!(
+                "{}: {} stemcells are not built for {arch} (architectures: {})",
+                self.file.display(),
+                self.name,
+                map.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
 }
 
 fn default_disk_size() -> u64 {
@@ -125,7 +151,7 @@ pub fn load(root: &Path, name: &str) -> Result<Infrastructure> {
 
 /// Parses and validates one plugin file; errors name `file:line:col`.
 pub fn parse(text: &str, path: &Path) -> Result<Infrastructure> {
-    let infra: Infrastructure = serde_yaml::from_str(text).map_err(|e| match e.location() {
+    let mut infra: Infrastructure = serde_yaml::from_str(text).map_err(|e| match e.location() {
         Some(l) => anyhow!("{}:{}:{}: {}", path.display(), l.line(), l.column(), e),
         None => anyhow!("{}: {}", path.display(), e),
     })?;
@@ -139,6 +165,10 @@ pub fn parse(text: &str, path: &Path) -> Result<Infrastructure> {
             "name {:?} does not match the file name {stem:?}",
             infra.name
         )));
+    }
+    infra.file = path.to_path_buf();
+    for name in infra.architectures.iter().flat_map(|m| m.keys()) {
+        Arch::parse(name).map_err(|e| err(format!("architectures: {e}")))?;
     }
     if infra.outputs.is_empty() {
         return Err(err("outputs: at least one output is needed".into()));

@@ -32,17 +32,20 @@ impl KeyHasher {
     }
 }
 
-/// The bootstrap key: the OS definition file, the mirror, the bootstrap package set (the
-/// mmdebstrap variant) and SOURCE_DATE_EPOCH when the build has one (every tool in the chroot
-/// stamps it into what it writes: initramfs, shadow dates). Every stage key chains from this one.
+/// The bootstrap key: the OS definition file, the architecture, the mirror, the bootstrap
+/// package set (the mmdebstrap variant) and SOURCE_DATE_EPOCH when the build has one (every
+/// tool in the chroot stamps it into what it writes: initramfs, shadow dates). Every stage key
+/// chains from this one, so every layer of an arm64 build differs from its amd64 twin.
 pub fn bootstrap_key(
     os_file_bytes: &[u8],
+    arch: &str,
     mirror: &str,
     variant: &str,
     source_date_epoch: Option<u64>,
 ) -> String {
     let mut h = KeyHasher::new("bootstrap");
     h.part("os", os_file_bytes)
+        .part("arch", arch.as_bytes())
         .part("mirror", mirror.as_bytes())
         .part("variant", variant.as_bytes());
     // Absent, not hashed: a build without it keeps the keys it always had.
@@ -74,19 +77,20 @@ mod tests {
 
     #[test]
     fn bootstrap_key_covers_mirror_and_packages() {
-        let k = bootstrap_key(b"os", "http://a", "minbase", None);
-        assert_eq!(k, bootstrap_key(b"os", "http://a", "minbase", None));
-        assert_ne!(k, bootstrap_key(b"os", "http://b", "minbase", None));
-        assert_ne!(k, bootstrap_key(b"os", "http://a", "buildd", None));
-        assert_ne!(k, bootstrap_key(b"os2", "http://a", "minbase", None));
+        let k = bootstrap_key(b"os", "amd64", "http://a", "minbase", None);
+        assert_eq!(k, bootstrap_key(b"os", "amd64", "http://a", "minbase", None));
+        assert_ne!(k, bootstrap_key(b"os", "amd64", "http://b", "minbase", None));
+        assert_ne!(k, bootstrap_key(b"os", "amd64", "http://a", "buildd", None));
+        assert_ne!(k, bootstrap_key(b"os2", "amd64", "http://a", "minbase", None));
+        assert_ne!(k, bootstrap_key(b"os", "arm64", "http://a", "minbase", None));
     }
 
     #[test]
     fn bootstrap_key_covers_source_date_epoch() {
-        let none = bootstrap_key(b"os", "http://a", "minbase", None);
-        let one = bootstrap_key(b"os", "http://a", "minbase", Some(1700000000));
+        let none = bootstrap_key(b"os", "amd64", "http://a", "minbase", None);
+        let one = bootstrap_key(b"os", "amd64", "http://a", "minbase", Some(1700000000));
         assert_ne!(none, one);
-        assert_eq!(one, bootstrap_key(b"os", "http://a", "minbase", Some(1700000000)));
-        assert_ne!(one, bootstrap_key(b"os", "http://a", "minbase", Some(1700000001)));
+        assert_eq!(one, bootstrap_key(b"os", "amd64", "http://a", "minbase", Some(1700000000)));
+        assert_ne!(one, bootstrap_key(b"os", "amd64", "http://a", "minbase", Some(1700000001)));
     }
 }

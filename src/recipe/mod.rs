@@ -4,6 +4,7 @@
 //! Flow: [`load`] (YAML with file:line:column errors) → [`validate`] (the whole set, before any
 //! work) → [`resolve`] (mirror, [`vars`], `when` filtering, rendering, [`keys`]) → [`plan::Plan`].
 pub mod agent_settings;
+pub mod arch;
 pub mod infrastructure;
 pub mod keys;
 pub mod load;

@@ -1,6 +1,7 @@
 //! OS definitions: `stages/os/<name>.yaml`. One per supported OS; stages are shared and differ
 //! only through conditions and the few package-name variables defined here.
 
+use super::arch::Arch;
 use super::load::{parse_yaml, read_file, yaml_files};
 use anyhow::{bail, Result};
 use serde::Deserialize;
@@ -46,6 +47,66 @@ pub struct OsDefinition {
     /// Package names that differ between distributions: variable name → package name(s).
     #[serde(default)]
     pub packages: BTreeMap<String, String>,
+    /// The architectures this OS is built for (Debian names), each with what differs from
+    /// the fields above. Absent: amd64 only.
+    #[serde(default)]
+    pub architectures: Option<BTreeMap<String, ArchDifferences>>,
+}
+
+/// What an architecture changes in an OS definition (Ubuntu's ports archive, the kernel
+/// flavour, GRUB's platform package); anything not named is as for every architecture.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchDifferences {
+    #[serde(default)]
+    pub mirror: Option<String>,
+    #[serde(default)]
+    pub snapshot_mirror: Option<String>,
+    #[serde(default)]
+    pub kernel_package: Option<String>,
+    #[serde(default)]
+    pub packages: BTreeMap<String, String>,
+}
+
+impl OsDefinition {
+    /// The architectures the definition lists, in order (amd64 when it lists none).
+    pub fn arch_names(&self) -> Vec<String> {
+        match &self.architectures {
+            None => vec![Arch::Amd64.debian().to_string()],
+            Some(map) => map.keys().cloned().collect(),
+        }
+    }
+
+    /// The definition as built for `arch`: that architecture's differences applied. An
+    /// architecture the definition does not list is an error naming the file.
+    pub fn for_arch(&self, arch: Arch, file: &Path) -> Result<OsDefinition> {
+        let names = self.arch_names();
+        if !names.iter().any(|n| n == arch.debian()) {
+            bail!(
+                "{}: {} is not built for {arch} (architectures: {})",
+                file.display(),
+                self.name,
+                names.join(", ")
+            );
+        }
+        let mut os = self.clone();
+        let differences = self
+            .architectures
+            .as_ref()
+            .and_then(|m| m.get(arch.debian()).cloned())
+            .unwrap_or_default();
+        if let Some(m) = differences.mirror {
+            os.mirror = Some(m);
+        }
+        if let Some(m) = differences.snapshot_mirror {
+            os.snapshot_mirror = Some(m);
+        }
+        if let Some(k) = differences.kernel_package {
+            os.kernel_package = k;
+        }
+        os.packages.extend(differences.packages);
+        Ok(os)
+    }
 }
 
 /// An OS definition with the file it came from and its bytes (hashed into the bootstrap key).
@@ -98,7 +159,11 @@ pub fn load(root: &Path, name: &str) -> Result<LoadedOs> {
             FAMILIES.join(", ")
         );
     }
-    if let Some(pattern) = &definition.snapshot_mirror {
+    for name in definition.arch_names() {
+        Arch::parse(&name).map_err(|e| anyhow::anyhow!("{}: architectures: {e}", file.display()))?;
+    }
+    let snapshots = definition.architectures.iter().flat_map(|m| m.values()).filter_map(|d| d.snapshot_mirror.as_ref());
+    for pattern in definition.snapshot_mirror.iter().chain(snapshots) {
         if !pattern.contains("{timestamp}") {
             bail!(
                 "{}: snapshot_mirror `{pattern}` has no `{{timestamp}}`",

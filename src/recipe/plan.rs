@@ -25,7 +25,9 @@ pub struct PlannedStage {
 /// Everything a build needs to know, resolved and validated before any work starts.
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// The OS definition as built for [`Plan::arch`].
     pub os: OsDefinition,
+    pub arch: super::arch::Arch,
     /// Infrastructure for the stemcell phase; `None` for an OS image alone.
     pub infrastructure: Option<String>,
     /// The archive URL to bootstrap from (after `--mirror`, BUILD_TIME and host defaults).

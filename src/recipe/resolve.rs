@@ -10,6 +10,7 @@ use super::load::{at, load_phase, read_file, yaml_files, Lines, LoadedStage};
 use super::plan::{Plan, PlannedStage};
 use super::stage::{AssetUse, Phase};
 use super::validate::{action_label, asset_path, validate_all, KnownNames};
+use super::arch::Arch;
 use super::{mirror, os, template, vars};
 use anyhow::{anyhow, bail, Result};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,8 @@ use std::path::{Path, PathBuf};
 pub struct PlanOptions {
     /// OS definition name, e.g. `ubuntu-noble`.
     pub os: String,
+    /// The architecture to build for (default amd64).
+    pub arch: Arch,
     /// Infrastructure for the stemcell phase; `None` plans the OS image only.
     pub infrastructure: Option<String>,
     /// `--mirror` override.
@@ -117,7 +120,8 @@ pub fn resolve_with_apt(root: &Path, options: &PlanOptions, etc_apt: &Path) -> R
     all.extend(load_phase(root, Phase::Stemcell)?);
     validate_all(&all, &assets_dir, &known)?;
 
-    let osd = &loaded_os.definition;
+    let osd = &loaded_os.definition.for_arch(options.arch, &loaded_os.file)?;
+    let arch = options.arch.debian();
     let chosen = mirror::choose(
         osd,
         options.mirror.as_deref(),
@@ -134,6 +138,7 @@ pub fn resolve_with_apt(root: &Path, options: &PlanOptions, etc_apt: &Path) -> R
     };
     let all_vars = vars::build(&vars::VarInputs {
         os: osd,
+        arch,
         mirror: &chosen,
         archive_mirror: &archive,
         build_time: options.build_time.as_deref(),
@@ -147,6 +152,7 @@ pub fn resolve_with_apt(root: &Path, options: &PlanOptions, etc_apt: &Path) -> R
 
     let bootstrap = bootstrap_key(
         &loaded_os.bytes,
+        arch,
         &chosen,
         os::BOOTSTRAP_VARIANT,
         options.source_date_epoch,
@@ -165,7 +171,7 @@ pub fn resolve_with_apt(root: &Path, options: &PlanOptions, etc_apt: &Path) -> R
         let context = vars::to_context(&view);
         for s in all.iter().filter(|s| s.folder == phase) {
             let applies = s.stage.when.as_ref().is_none_or(|w| {
-                w.matches(&osd.name, &osd.family, options.infrastructure.as_deref())
+                w.matches(&osd.name, &osd.family, arch, options.infrastructure.as_deref())
             });
             if !applies {
                 continue;
@@ -178,6 +184,7 @@ pub fn resolve_with_apt(root: &Path, options: &PlanOptions, etc_apt: &Path) -> R
 
     Ok(Plan {
         os: osd.clone(),
+        arch: options.arch,
         infrastructure: options.infrastructure.clone(),
         mirror: chosen,
         assets_dir,
@@ -208,7 +215,9 @@ fn plan_stage(
         let applies = entry
             .when
             .as_ref()
-            .is_none_or(|w| w.matches(&osd.name, &osd.family, options.infrastructure.as_deref()));
+            .is_none_or(|w| {
+                w.matches(&osd.name, &osd.family, options.arch.debian(), options.infrastructure.as_deref())
+            });
         if !applies {
             continue;
         }

@@ -5,7 +5,7 @@
 //! name: bosh-users
 //! description: vcap, bosh_sshers, bosh_sudoers, admin
 //! phase: os-image            # or stemcell
-//! when: { os_family: [ubuntu] }          # optional; also os:, infrastructure:
+//! when: { os_family: [ubuntu] }          # optional; also os:, arch:, infrastructure:
 //! actions:
 //!   - group: { name: bosh_sshers }
 //!   - user: { name: vcap, uid: 1000, groups: [bosh_sshers], shell: /bin/bash }
@@ -52,6 +52,9 @@ pub struct When {
     /// Infrastructure names, e.g. `vsphere`.
     #[serde(default)]
     pub infrastructure: Vec<String>,
+    /// Architectures (Debian names), e.g. `arm64`.
+    #[serde(default)]
+    pub arch: Vec<String>,
     /// Negated forms.
     #[serde(default)]
     pub not_os: Vec<String>,
@@ -462,11 +465,12 @@ pub fn parse_mode(text: &str) -> Result<u32, String> {
 }
 
 impl When {
-    /// True when every listed condition holds for this OS and infrastructure. An
-    /// `infrastructure` list never matches an OS-image-only build (`infrastructure` None).
-    pub fn matches(&self, os_name: &str, os_family: &str, infrastructure: Option<&str>) -> bool {
+    /// True when every listed condition holds for this OS, architecture and infrastructure.
+    /// An `infrastructure` list never matches an OS-image-only build (`infrastructure` None).
+    pub fn matches(&self, os_name: &str, os_family: &str, arch: &str, infrastructure: Option<&str>) -> bool {
         let has = |list: &[String], v: &str| list.iter().any(|x| x == v);
         (self.os.is_empty() || has(&self.os, os_name))
+            && (self.arch.is_empty() || has(&self.arch, arch))
             && (self.os_family.is_empty() || has(&self.os_family, os_family))
             && !has(&self.not_os, os_name)
             && (self.infrastructure.is_empty()
@@ -498,14 +502,16 @@ mod tests {
     fn when_conditions() {
         let w = |yaml: &str| serde_yaml::from_str::<When>(yaml).unwrap();
         let any = When::default();
-        assert!(any.matches("ubuntu-noble", "ubuntu", None));
-        assert!(w("os_family: [debian]").matches("debian-bookworm", "debian", Some("aws")));
-        assert!(!w("os_family: [debian]").matches("ubuntu-noble", "ubuntu", Some("aws")));
-        assert!(!w("not_os: [ubuntu-jammy]").matches("ubuntu-jammy", "ubuntu", None));
-        assert!(w("infrastructure: [aws]").matches("ubuntu-noble", "ubuntu", Some("aws")));
-        assert!(!w("infrastructure: [aws]").matches("ubuntu-noble", "ubuntu", None));
-        assert!(!w("not_infrastructure: [warden]").matches("x", "ubuntu", Some("warden")));
-        assert!(w("not_infrastructure: [warden]").matches("x", "ubuntu", Some("aws")));
+        assert!(any.matches("ubuntu-noble", "ubuntu", "amd64", None));
+        assert!(w("os_family: [debian]").matches("debian-bookworm", "debian", "amd64", Some("aws")));
+        assert!(!w("os_family: [debian]").matches("ubuntu-noble", "ubuntu", "amd64", Some("aws")));
+        assert!(!w("not_os: [ubuntu-jammy]").matches("ubuntu-jammy", "ubuntu", "amd64", None));
+        assert!(w("infrastructure: [aws]").matches("ubuntu-noble", "ubuntu", "amd64", Some("aws")));
+        assert!(!w("infrastructure: [aws]").matches("ubuntu-noble", "ubuntu", "amd64", None));
+        assert!(!w("not_infrastructure: [warden]").matches("x", "ubuntu", "amd64", Some("warden")));
+        assert!(w("not_infrastructure: [warden]").matches("x", "ubuntu", "amd64", Some("aws")));
+        assert!(w("arch: [arm64]").matches("x", "debian", "arm64", None));
+        assert!(!w("arch: [arm64]").matches("x", "debian", "amd64", None));
     }
 
     #[test]

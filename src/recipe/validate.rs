@@ -139,6 +139,9 @@ fn check_when(when: &When, phase: Phase, known: &KnownNames) -> Result<(), Strin
             ));
         }
     }
+    for name in &when.arch {
+        crate::recipe::arch::Arch::parse(name).map_err(|e| e.to_string())?;
+    }
     for name in &when.os_family {
         if !FAMILIES.contains(&name.as_str()) {
             return Err(format!(

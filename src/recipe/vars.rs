@@ -8,6 +8,7 @@
 //! | `os.keyring` | the archive keyring file on the build host |
 //! | `os.mirror` | archive URL the build uses (after `--mirror` and BUILD_TIME) |
 //! | `os.archive_mirror` | archive URL without snapshot: what the shipped image points at |
+//! | `arch` | the architecture, as Debian names it (`amd64`, `arm64`) |
 //! | `build_time` | BUILD_TIME, or "" |
 //! | `passwords.vcap`, `passwords.root` | crypt(3) hashes; default: the official `c1oudc0w` |
 //! | `packages.<key>` | OS-specific package names; `packages.kernel` = kernel_package |
@@ -27,7 +28,9 @@ pub const STEMCELL_ONLY: &[&str] = &["infrastructure", "stemcell_version"];
 
 /// Inputs of the variable set, already resolved.
 pub struct VarInputs<'a> {
+    /// The OS definition as built for `arch` ([`OsDefinition::for_arch`]).
     pub os: &'a OsDefinition,
+    pub arch: &'a str,
     pub mirror: &'a str,
     pub archive_mirror: &'a str,
     pub build_time: Option<&'a str>,
@@ -54,6 +57,7 @@ pub fn build(inputs: &VarInputs) -> Result<Value> {
             "mirror": inputs.mirror, "archive_mirror": inputs.archive_mirror,
             "keyring": os.keyring,
         },
+        "arch": inputs.arch,
         "build_time": inputs.build_time.unwrap_or(""),
         "passwords": { "vcap": DEFAULT_PASSWORD_HASH, "root": DEFAULT_PASSWORD_HASH },
         "packages": packages,

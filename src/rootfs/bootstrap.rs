@@ -7,7 +7,8 @@
 //! and /dev mounts it makes in the target die with it even on SIGKILL.
 
 use super::chroot::describe_status;
-use super::host_tools;
+use super::{emulation, host_tools};
+use crate::recipe::arch::Arch;
 use crate::recipe::os::OsDefinition;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
@@ -19,16 +20,24 @@ use std::process::Stdio;
 /// Removed again when the OS image is exported.
 pub const POLICY_RC_D: &str = "#!/bin/sh\n# stemcell build: no daemons in the chroot\nexit 101\n";
 
-/// Bootstraps `os` from `mirror` into the empty directory `target`, logging to `log`. With
-/// `source_date_epoch`, mmdebstrap and dpkg get it (reproducible bootstrap).
+/// Bootstraps `os` for `arch` from `mirror` into the empty directory `target`, logging to
+/// `log`. With `source_date_epoch`, mmdebstrap and dpkg get it (reproducible bootstrap). A
+/// foreign `arch` runs mmdebstrap in a user namespace with the emulator registered
+/// (rootfs/emulation.rs); mmdebstrap then binds /dev and /proc instead of creating them.
 pub fn bootstrap(
     os: &OsDefinition,
+    arch: Arch,
     mirror: &str,
     source_date_epoch: Option<u64>,
     target: &Path,
     log: &Path,
 ) -> Result<()> {
     host_tools::require(&["mmdebstrap", "unshare", "gpgv"])?;
+    let emulator = emulation::for_arch(arch)?;
+    if emulator.is_some() {
+        // mmdebstrap checks that the foreign architecture runs with it.
+        host_tools::require(&["arch-test"])?;
+    }
     if !Path::new(&os.keyring).is_file() {
         bail!(
             "{}: keyring of {} not found on this host (install the '{}' package)",
@@ -39,8 +48,27 @@ pub fn bootstrap(
     }
     let log_file = std::fs::File::create(log)
         .with_context(|| format!("{}: cannot create log", log.display()))?;
-    let mut cmd = super::chroot::private_namespaces();
+    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let mut cmd = match &emulator {
+        None => {
+            let mut cmd = super::chroot::private_namespaces();
+            cmd.arg("--");
+            cmd
+        }
+        Some(e) => {
+            let mut cmd = super::chroot::private_namespaces();
+            // A proc of the new PID namespace, where the parent writes the child's id maps.
+            cmd.args(["--mount-proc", "--", "/bin/sh"]).arg("-c").arg(format!(
+                "{}\nt=$1 r=$2\nshift 2\nemulated /proc \"$t\" /proc/sys/fs/binfmt_misc \"$r\" \"$@\"",
+                emulation::SHELL_FUNCTION
+            ));
+            cmd.args(["bootstrap".as_ref(), scratch.path().as_os_str()])
+                .arg(e.binfmt_rule());
+            cmd
+        }
+    };
     cmd.arg("mmdebstrap")
+    .arg(format!("--arch={}", arch.debian()))
     .args([
         "--variant=minbase",
         "--mode=root",

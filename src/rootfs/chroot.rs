@@ -10,6 +10,8 @@
 //! them. `unshare` itself gets `PR_SET_PDEATHSIG=SIGKILL`, so if this program dies the whole chain
 //! dies with it (`--kill-child` takes PID 1 down, which takes the PID namespace down).
 
+use super::emulation::{self, Emulator};
+use crate::recipe::arch::Arch;
 use anyhow::{bail, Context, Result};
 use std::ffi::OsString;
 use std::io::{Read, Write};
@@ -60,6 +62,8 @@ pub struct Session {
     env: Vec<(String, String)>,
     /// Host directories bound read-only under `/run/<name>` in the chroot.
     binds: Vec<(PathBuf, String)>,
+    /// How a foreign root's programs run; `None` for a root of the host's architecture.
+    emulator: Option<Emulator>,
 }
 
 /// The outcome of a command: exit status (or -signal) and combined output.
@@ -81,11 +85,28 @@ pub enum Exec {
     Inspect,
 }
 
-/// Runs as PID 1 of the new namespaces. Arguments: exec-kind root layers-dir overlay-options
-/// (empty for a plain directory) script binds, then NAME=VALUE pairs for the clean environment.
+/// Runs as PID 1 of the new namespaces, after [`emulation::SHELL_FUNCTION`]. Arguments:
+/// exec-kind root layers-dir overlay-options (empty for a plain directory) script binds
+/// binfmt-rule (empty for a native root), then NAME=VALUE pairs for the clean environment.
 const SETUP: &str = r#"set -eu
-kind=$1 R=$2 layers=$3 overlay=$4 script=$5 binds=$6
-shift 6
+kind=$1 R=$2 layers=$3 overlay=$4 script=$5 binds=$6 rule=$7
+shift 7
+# The user's script in the chroot; a foreign root's programs run under the emulator, in a user
+# namespace of their own made after every mount here (see rootfs/emulation.rs).
+in_chroot() {
+  if [ -z "$rule" ]; then
+    exec env -i "$@" chroot "$R" /bin/sh -e -c "$script"
+  fi
+  mkdir "$R/dev/.emulation"
+  # The resolv.conf bind is made inside the namespace: one made out here would be locked there,
+  # and a stage could not unmount it.
+  emulated "$R/proc" "$R/dev/.emulation" "$R/proc/sys/fs/binfmt_misc" "$rule" \
+    /bin/sh -c 'R=$1 script=$2 bind=$3
+      shift 3
+      if [ -n "$bind" ]; then mount --bind "$R/dev/.host-resolv.conf" "$R/etc/resolv.conf"; fi
+      exec env -i "$@" chroot "$R" /bin/sh -e -c "$script"' in-namespace "$R" "$script" "$bind_rc" "$@"
+}
+bind_rc=
 if [ -n "$overlay" ]; then
   cd "$layers"
   mount -t overlay overlay -o "$overlay" "$R"
@@ -113,7 +134,7 @@ ln -s /proc/self/fd/0 "$R/dev/stdin"
 ln -s /proc/self/fd/1 "$R/dev/stdout"
 ln -s /proc/self/fd/2 "$R/dev/stderr"
 if [ "$kind" = inspect ]; then
-  exec env -i "$@" chroot "$R" /bin/sh -e -c "$script"
+  in_chroot "$@"
 fi
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$R/run"
 # Read-only binds of host directories (build inputs), on the private /run tmpfs: they vanish
@@ -133,11 +154,13 @@ if [ -e /etc/resolv.conf ]; then
     t=$(readlink "$rc")
     case $t in /*) t="$R$t" ;; ../*) t="$R/${t#../}" ;; *) t="$R/etc/$t" ;; esac
     case $t in "$R"/run/*) mkdir -p "${t%/*}"; cp /etc/resolv.conf "$t" ;; esac
+  elif [ -f "$rc" ] && [ -n "$rule" ]; then
+    bind_rc=1
   elif [ -f "$rc" ]; then
     mount --bind "$R/dev/.host-resolv.conf" "$rc"
   fi
 fi
-exec env -i "$@" chroot "$R" /bin/sh -e -c "$script"
+in_chroot "$@"
 "#;
 
 /// Proxy variables that pass from the caller into the chroot, in both spellings.
@@ -150,23 +173,30 @@ const PROXY_VARS: &[&str] = &[
 ];
 
 impl Session {
-    /// A session on a plain root directory.
+    /// A session on a plain root directory, emulated when its programs are of another
+    /// architecture than the host's.
     pub fn open(root: &Path) -> Result<Self> {
         anyhow::ensure!(
             root.join("bin/sh").exists() || root.join("usr/bin/sh").exists(),
             "{}: not a root filesystem (no /bin/sh)",
             root.display()
         );
+        let emulator = match root_arch(root) {
+            Some(arch) => emulation::for_arch(arch)?,
+            None => None,
+        };
         Ok(Self {
             root: root.to_path_buf(),
             spec: RootSpec::Dir,
             env: default_env(),
             binds: Vec::new(),
+            emulator,
         })
     }
 
     /// A session on an overlay of layers; nothing is mounted until a command runs, and then
-    /// only inside that command's namespace.
+    /// only inside that command's namespace. Emulated when the layers' programs are of another
+    /// architecture than the host's.
     pub fn overlay(spec: OverlaySpec) -> Result<Self> {
         anyhow::ensure!(
             !spec.lower.is_empty(),
@@ -180,11 +210,21 @@ impl Session {
         }
         std::fs::create_dir_all(&spec.mountpoint)
             .with_context(|| format!("{}: cannot create mount point", spec.mountpoint.display()))?;
+        // The topmost layer holding the shell says what the stack's programs are.
+        let arch = spec
+            .lower
+            .iter()
+            .find_map(|l| root_arch(&spec.layers_dir.join(l)));
+        let emulator = match arch {
+            Some(arch) => emulation::for_arch(arch)?,
+            None => None,
+        };
         Ok(Self {
             root: spec.mountpoint.clone(),
             spec: RootSpec::Overlay(spec),
             env: default_env(),
             binds: Vec::new(),
+            emulator,
         })
     }
 
@@ -312,7 +352,8 @@ impl Session {
             RootSpec::Overlay(o) => (o.layers_dir.clone(), o.mount_options()),
         };
         let mut cmd = private_namespaces();
-        cmd.args(["/bin/sh", "-c", SETUP, "stemcell-setup"])
+        let setup = format!("{}{SETUP}", emulation::SHELL_FUNCTION);
+        cmd.args(["--", "/bin/sh", "-c", &setup, "stemcell-setup"])
         .arg(match exec {
             Exec::Host => "host",
             Exec::Inspect => "inspect",
@@ -328,6 +369,7 @@ impl Session {
                 .collect::<Vec<_>>()
                 .join("\n"),
         )
+        .arg(self.emulator.as_ref().map(Emulator::binfmt_rule).unwrap_or_default())
         .args(
             self.env
                 .iter()
@@ -355,6 +397,16 @@ impl Session {
             )
         })
     }
+}
+
+/// The architecture of the root's shell (dash), when it is an ELF executable the build knows.
+pub fn root_arch(root: &Path) -> Option<Arch> {
+    ["usr/bin/dash", "bin/dash"].iter().find_map(|p| {
+        let mut header = [0u8; 20];
+        let mut f = std::fs::File::open(root.join(p)).ok()?;
+        f.read_exact(&mut header).ok()?;
+        Arch::of_elf(&header)
+    })
 }
 
 /// The clean environment of every chroot command: a fixed PATH and locale, plus the caller's
@@ -442,7 +494,8 @@ mod tests {
 }
 
 /// `unshare` into a private mount and PID namespace whose processes all die with it (and with
-/// us: `--kill-child`); the program to run follows. Mounts made inside vanish with it.
+/// us: `--kill-child`); more options of unshare or the program to run follow. Mounts made
+/// inside vanish with it.
 pub fn private_namespaces() -> Command {
     let mut cmd = Command::new("unshare");
     cmd.args([
@@ -452,7 +505,6 @@ pub fn private_namespaces() -> Command {
         "--kill-child",
         "--propagation",
         "private",
-        "--",
     ]);
     cmd
 }

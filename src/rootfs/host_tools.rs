@@ -17,6 +17,7 @@ pub const TOOLS: &[(&str, &str)] = &[
     ("gpgv", "gpgv"),
     ("apt-get", "apt"),
     ("mke2fs", "e2fsprogs"),
+    ("arch-test", "arch-test"),
 ];
 
 /// The Debian package providing `tool`, if known.

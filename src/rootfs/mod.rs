@@ -9,3 +9,4 @@ pub mod layers;
 pub mod merged;
 pub mod os_release;
 pub mod cache;
+pub mod emulation;

@@ -293,11 +293,13 @@ pub fn is_blobstore_cli(name: &str) -> bool {
 }
 
 /// The input to use for `name`: the one given on the command line (`location` needs
-/// `sha256`), else the pinned release. The agent is always required; the blobstore CLIs are
-/// too unless `no_blobstore_clis` (then `None`).
+/// `sha256`), else the pinned release, which is linux-amd64 (as the official builder's): a
+/// build for another `arch` must be given every input. The agent is always required; the
+/// blobstore CLIs are too unless `no_blobstore_clis` (then `None`).
 pub fn select(
     assets_dir: &Path,
     name: &str,
+    arch: crate::recipe::arch::Arch,
     location: Option<&str>,
     sha256: Option<&str>,
     no_blobstore_clis: bool,
@@ -310,6 +312,13 @@ pub fn select(
     }
     if no_blobstore_clis && is_blobstore_cli(name) {
         return Ok(None);
+    }
+    if arch != crate::recipe::arch::Arch::Amd64 {
+        bail!(
+            "{name}: the release pinned in {} is linux-amd64, and this build is for {arch}; {}",
+            assets_dir.join(RELEASE_FILE).display(),
+            input_hint(name)
+        );
     }
     match pinned_spec(assets_dir, name) {
         Ok(spec) => Ok(Some(spec)),
@@ -346,30 +355,32 @@ mod tests {
         assert_eq!(ok.digest_var(), "agent_sha256");
     }
 
+    use crate::recipe::arch::Arch;
+
     #[test]
     fn select_prefers_the_given_input_and_defaults_to_the_pinned_releases() {
         let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
         let d = "c".repeat(64);
-        let given = select(&assets, "bosh-agent", Some("/a"), Some(&d), false)
+        let given = select(&assets, "bosh-agent", Arch::Amd64, Some("/a"), Some(&d), false)
             .unwrap()
             .unwrap();
         assert_eq!(given.location, "/a");
         // Without a flag, the pinned release with the official digest.
-        let agent = select(&assets, "bosh-agent", None, None, true).unwrap().unwrap();
+        let agent = select(&assets, "bosh-agent", Arch::Amd64, None, None, true).unwrap().unwrap();
         assert_eq!(
             agent.sha256,
             "643de21ae5caced425c128ab2397ef8e0d3ffb588c2c891bc5342682690a40c7"
         );
-        let dav = select(&assets, "bosh-blobstore-dav", None, None, false)
+        let dav = select(&assets, "bosh-blobstore-dav", Arch::Amd64, None, None, false)
             .unwrap()
             .unwrap();
         assert!(dav.location.contains("davcli-0.0.372"), "{}", dav.location);
         // The opt-out drops the CLIs, never the agent.
         assert_eq!(
-            select(&assets, "bosh-blobstore-dav", None, None, true).unwrap(),
+            select(&assets, "bosh-blobstore-dav", Arch::Amd64, None, None, true).unwrap(),
             None
         );
-        let e = select(&assets, "bosh-blobstore-s3", None, Some(&d), false)
+        let e = select(&assets, "bosh-blobstore-s3", Arch::Amd64, None, Some(&d), false)
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -381,5 +392,10 @@ mod tests {
             "pass --blobstore-azure-storage PATH --blobstore-azure-storage-sha256 HEX, or --no-blobstore-clis"
         );
         assert_eq!(input_hint("bosh-agent"), "pass --agent PATH --agent-sha256 HEX");
+        // The pinned releases are amd64 binaries: an arm64 build names every input itself.
+        let e = select(&assets, "bosh-agent", Arch::Arm64, None, None, false).unwrap_err().to_string();
+        assert!(e.starts_with("bosh-agent: the release pinned in "), "{e}");
+        assert!(e.ends_with("agent-release.yaml is linux-amd64, and this build is for arm64; pass --agent PATH --agent-sha256 HEX"), "{e}");
+        assert!(select(&assets, "bosh-agent", Arch::Arm64, Some("/a"), Some(&d), false).is_ok());
     }
 }

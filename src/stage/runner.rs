@@ -121,7 +121,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<Built> {
         std::fs::remove_dir(&target)?; // mmdebstrap wants to create it
         let log = logs.join("00-bootstrap.log");
         let result =
-            bootstrap::bootstrap(&plan.os, &plan.mirror, plan.source_date_epoch, &target, &log);
+            bootstrap::bootstrap(&plan.os, plan.arch, &plan.mirror, plan.source_date_epoch, &target, &log);
         if let Err(e) = result {
             store.abandon(&plan.bootstrap_key);
             progress.fail("bootstrap");

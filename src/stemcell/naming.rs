@@ -1,9 +1,13 @@
 //! Stemcell names and tarball file names (cloudfoundry/bosh-linux-stemcell-builder
 //! `bosh-stemcell/lib/bosh/stemcell/archive_filename.rb` and `definition.rb`).
 //!
-//! `bosh-<infra>-<hypervisor>-<os>[-go_agent][<format suffix>]` is the stemcell name; the
-//! tarball is `[light-]bosh-stemcell-<version>-<infra>-<hypervisor>-<os>[-go_agent][<suffix>].tgz`.
+//! `bosh-<infra>-<hypervisor>-<os>[-go_agent][-<arch>][<format suffix>]` is the stemcell name;
+//! the tarball is `[light-]bosh-stemcell-<version>-<infra>-<hypervisor>-<os>[-go_agent][-<arch>][<suffix>].tgz`.
+//! amd64 stemcells keep the official names; others name their architecture after the OS, as the
+//! Cloud Foundry community's ARM64 RFC (cloudfoundry/community) names them
+//! (`bosh-aws-xen-hvm-ubuntu-noble-arm64`): a Director holds both lines side by side.
 
+use crate::recipe::arch::Arch;
 use anyhow::{bail, Result};
 
 /// What identifies a stemcell line, before the version.
@@ -17,6 +21,7 @@ pub struct StemcellId {
     pub operating_system: String,
     /// `-raw` for OpenStack's second tarball, empty for the infrastructure's default format.
     pub format_suffix: String,
+    pub arch: Arch,
 }
 
 /// Releases up to jammy carry `-go_agent` in their names; noble dropped it (PR #385).
@@ -30,8 +35,12 @@ pub fn agent_suffix(operating_system: &str) -> &'static str {
 impl StemcellId {
     /// The part shared by the stemcell name and the tarball name.
     fn stem(&self) -> String {
+        let arch = match self.arch {
+            Arch::Amd64 => String::new(),
+            other => format!("-{other}"),
+        };
         format!(
-            "{}-{}-{}{}{}",
+            "{}-{}-{}{}{arch}{}",
             self.infrastructure,
             self.name_hypervisor,
             self.operating_system,
@@ -84,7 +93,18 @@ mod tests {
             name_hypervisor: hyp.into(),
             operating_system: os.into(),
             format_suffix: suffix.into(),
+            arch: Arch::Amd64,
         }
+    }
+
+    #[test]
+    fn arm64_names_its_architecture_after_the_os() {
+        let a = StemcellId { arch: Arch::Arm64, ..id("openstack", "kvm", "ubuntu-noble", "-raw") };
+        assert_eq!(a.stemcell_name(), "bosh-openstack-kvm-ubuntu-noble-arm64-raw");
+        assert_eq!(
+            a.tarball_name("1.606"),
+            "bosh-stemcell-1.606-openstack-kvm-ubuntu-noble-arm64-raw.tgz"
+        );
     }
 
     #[test]

@@ -6,47 +6,52 @@ use super::manifest::{CloudProperties, Manifest};
 use super::naming::StemcellId;
 use super::pack::PackSpec;
 use crate::formats::OvfOptions;
+use crate::recipe::arch::Arch;
+use anyhow::Result;
 use crate::recipe::infrastructure::{Infrastructure, Output};
 
 /// The stemcells an [`Infrastructure`] produces.
 pub trait InfrastructureStemcells {
-    /// The stemcell id of `output` for `os`.
-    fn stemcell_id(&self, os: &str, output: &Output) -> StemcellId;
-    /// The heavy manifest of `output` (sha1 empty until packed).
-    fn manifest(&self, os: &str, version: &str, output: &Output) -> Manifest;
+    /// The stemcell id of `output` for `os` on `arch`.
+    fn stemcell_id(&self, os: &str, arch: Arch, output: &Output) -> StemcellId;
+    /// The heavy manifest of `output` (sha1 empty until packed); an architecture the
+    /// infrastructure is not built for is an error.
+    fn manifest(&self, os: &str, arch: Arch, version: &str, output: &Output) -> Result<Manifest>;
     /// One pack spec per output, in order.
+    #[allow(clippy::too_many_arguments)]
     fn pack_specs(
         &self,
         os: &str,
+        arch: Arch,
         version: &str,
         packages: &[u8],
         dev_tools: &[u8],
         ovf: &OvfOptions,
         force: bool,
-    ) -> Vec<PackSpec>;
+    ) -> Result<Vec<PackSpec>>;
 }
 
 impl InfrastructureStemcells for Infrastructure {
-    /// The stemcell id of `output` for `os`.
-    fn stemcell_id(&self, os: &str, output: &Output) -> StemcellId {
+    fn stemcell_id(&self, os: &str, arch: Arch, output: &Output) -> StemcellId {
         StemcellId {
             infrastructure: self.name.clone(),
             name_hypervisor: self.name_hypervisor.clone(),
             operating_system: os.to_string(),
             format_suffix: output.name_suffix.clone(),
+            arch,
         }
     }
 
-    /// The heavy manifest of `output` (sha1 empty until packed).
-    fn manifest(&self, os: &str, version: &str, output: &Output) -> Manifest {
-        let name = self.stemcell_id(os, output).stemcell_name();
+    fn manifest(&self, os: &str, arch: Arch, version: &str, output: &Output) -> Result<Manifest> {
+        let architecture = self.manifest_architecture(arch)?;
+        let name = self.stemcell_id(os, arch, output).stemcell_name();
         let mut extra = self.cloud_properties.clone();
         if let Some(more) = self.os_cloud_properties.get(os) {
             for (k, v) in more {
                 extra.insert(k.clone(), v.clone());
             }
         }
-        Manifest {
+        Ok(Manifest {
             name: name.clone(),
             version: version.to_string(),
             bosh_protocol: 1,
@@ -64,33 +69,33 @@ impl InfrastructureStemcells for Infrastructure {
                 container_format: "bare".into(),
                 os_type: "linux".into(),
                 os_distro: "ubuntu".into(),
-                architecture: "x86_64".into(),
+                architecture,
                 extra,
             },
-        }
+        })
     }
 
-    /// One pack spec per output, in order.
     fn pack_specs(
         &self,
         os: &str,
+        arch: Arch,
         version: &str,
         packages: &[u8],
         dev_tools: &[u8],
         ovf: &OvfOptions,
         force: bool,
-    ) -> Vec<PackSpec> {
+    ) -> Result<Vec<PackSpec>> {
         self.outputs
             .iter()
-            .map(|o| PackSpec {
-                manifest: self.manifest(os, version, o),
-                tarball_name: self.stemcell_id(os, o).tarball_name(version),
+            .map(|o| Ok(PackSpec {
+                manifest: self.manifest(os, arch, version, o)?,
+                tarball_name: self.stemcell_id(os, arch, o).tarball_name(version),
                 image_kind: o.image,
                 packages: packages.to_vec(),
                 dev_tools: dev_tools.to_vec(),
                 ovf: ovf.clone(),
                 force,
-            })
+            }))
             .collect()
     }
 }
@@ -106,7 +111,8 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let aws = load(root, "aws").unwrap();
         let noble = aws
-            .manifest("ubuntu-noble", "1.606", &aws.outputs[0])
+            .manifest("ubuntu-noble", Arch::Amd64, "1.606", &aws.outputs[0])
+            .unwrap()
             .to_yaml()
             .unwrap();
         assert!(
@@ -114,11 +120,24 @@ mod tests {
             "{noble}"
         );
         let jammy = aws
-            .manifest("ubuntu-jammy", "1.606", &aws.outputs[0])
+            .manifest("ubuntu-jammy", Arch::Amd64, "1.606", &aws.outputs[0])
+            .unwrap()
             .to_yaml()
             .unwrap();
         assert!(!jammy.contains("boot_mode"));
         assert!(jammy.starts_with("---\nname: bosh-aws-xen-hvm-ubuntu-jammy-go_agent\n"));
         assert!(jammy.contains("  hypervisor: xen\n"));
+        assert!(jammy.contains("  architecture: x86_64\n"));
+    }
+
+    #[test]
+    fn an_architecture_the_infrastructure_lacks_is_an_error() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let vsphere = load(root, "vsphere").unwrap();
+        let e = vsphere
+            .manifest("ubuntu-noble", Arch::Arm64, "1", &vsphere.outputs[0])
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("infrastructures/vsphere.yaml: vsphere stemcells are not built for arm64 (architectures: amd64)"), "{e}");
     }
 }

@@ -1,0 +1,80 @@
+//! arm64 on this amd64 host: the debian-bookworm OS image is bootstrapped and staged from the
+//! mirror with every chroot program emulated by the host's qemu-aarch64, registered in the
+//! build's own user namespace only (src/rootfs/emulation.rs). The image is checked with
+//! `stemcell test-image` (emulated too), and the host's binfmt_misc must be as it was.
+//! Needs root, the Debian mirror and qemu-user (ci/install-host-packages.sh).
+
+#[path = "common/e2e.rs"]
+mod e2e;
+
+use anyhow::Result;
+use e2e::{e2e_dir, run, stemcell};
+use std::process::Command;
+
+/// The host's binfmt_misc registrations (empty when it is not mounted).
+fn host_binfmt() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/proc/sys/fs/binfmt_misc")
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn arm64_os_image_builds_emulated_and_passes_its_checks() -> Result<()> {
+    let before = host_binfmt();
+    let out = e2e_dir().join("out-arm64");
+    let _ = std::fs::remove_dir_all(&out);
+    let tgz = out.join("debian-bookworm-arm64.tgz");
+    let started = std::time::Instant::now();
+    run(stemcell()
+        .args(["os-image", "--os", "debian-bookworm", "--arch", "arm64", "--force", "--work-dir"])
+        .arg(e2e_dir().join("work-arm64"))
+        .arg("-o")
+        .arg(&tgz)
+        .env("SOURCE_DATE_EPOCH", "1700000000"))?;
+    eprintln!("arm64 OS image took {:?}", started.elapsed());
+    assert_eq!(host_binfmt(), before, "the host's binfmt_misc changed");
+
+    // arm64 programs and packages, not the host's.
+    let packages = std::fs::read_to_string(out.join("debian-bookworm-arm64.packages.txt"))?;
+    assert!(packages.lines().any(|l| l.starts_with("ii  libc6:arm64 ")), "{packages}");
+    assert!(!packages.contains(":amd64 "), "amd64 packages in an arm64 image");
+    let header = Command::new("sh")
+        .arg("-c")
+        .arg(format!("tar -xzOf {} ./usr/bin/dash | head -c 20 | od -An -tx1", tgz.display()))
+        .output()?;
+    let header = String::from_utf8_lossy(&header.stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(header.ends_with("02 00 b7 00"), "dash is not an aarch64 executable: {header}");
+
+    let scratch = tempfile::tempdir_in(e2e_dir())?;
+    let checks = e2e::assert_test_image_passes(&tgz, scratch.path())?;
+    assert_eq!(checks["os"], "debian-bookworm", "{}", checks["os"]);
+    assert_eq!(host_binfmt(), before, "the host's binfmt_misc changed");
+    std::fs::remove_dir_all(&out)?;
+    Ok(())
+}
+
+#[test]
+fn an_infrastructure_not_built_for_arm64_is_one_clear_error() -> Result<()> {
+    let out = tempfile::tempdir_in(e2e_dir())?;
+    let work = tempfile::tempdir_in(e2e_dir())?;
+    let o = stemcell()
+        .args(["build", "--arch", "arm64", "--os", "debian-bookworm", "--infrastructure", "vsphere"])
+        .args(["--version", "0.0.1", "--agent", "/nonexistent", "--agent-sha256", &"0".repeat(64)])
+        .arg("--work-dir")
+        .arg(work.path())
+        .arg("-o")
+        .arg(out.path().join("stemcells"))
+        .output()?;
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        stderr.trim_end().ends_with("infrastructures/vsphere.yaml: vsphere stemcells are not built for arm64 (architectures: amd64)"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(!out.path().join("stemcells").exists(), "an output directory was created");
+    assert_eq!(std::fs::read_dir(work.path())?.count(), 0, "the work directory was written");
+    Ok(())
+}
