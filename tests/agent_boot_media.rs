@@ -6,6 +6,7 @@
 #[path = "common/boot.rs"]
 mod boot;
 
+use stemcell::recipe::arch::Arch;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use stemcell::boot::machine::{GuestForward, VmSpec};
@@ -64,6 +65,7 @@ fn vsphere_cdrom_holds_only_env() {
 
 fn spec(dir: &Path, root: PathBuf, firmware: Firmware, bus: DiskBus) -> VmSpec {
     VmSpec {
+        arch: Arch::Amd64,
         accel: "tcg".into(),
         firmware,
         bus,
@@ -91,7 +93,7 @@ fn qemu_command_lines_give_each_cloud_its_hardware() {
     assert!(
         a.contains("-nodefaults")
             && a.contains("OVMF_CODE_4M.fd")
-            && a.contains("file=/w/OVMF_VARS.fd"),
+            && a.contains("file=/w/UEFI_VARS.fd"),
         "{a}"
     );
     assert!(
@@ -138,6 +140,17 @@ fn qemu_command_lines_give_each_cloud_its_hardware() {
         "{a}"
     );
     assert_eq!(aws.guest_ip(), "169.254.169.15");
+
+    // arm64: QEMU's virt machine, AAVMF, the CD-ROM on SCSI (virt has no IDE).
+    let mut arm = spec(w, w.join("r.qcow2"), Firmware::Uefi, DiskBus::Virtio);
+    arm.arch = Arch::Arm64;
+    arm.cdrom = Some(w.join("config-drive.iso"));
+    let a = arm.args().join(" ");
+    assert!(a.contains("-machine virt,accel=tcg"), "{a}");
+    assert!(a.contains("-cpu max,pauth-impdef=on"), "{a}");
+    assert!(a.contains("AAVMF_CODE.fd") && !a.contains("OVMF_CODE"), "{a}");
+    assert!(a.contains("scsi-cd,drive=cd0,bus=cdbus.0") && !a.contains("ide-cd"), "{a}");
+    assert!(a.contains("virtio-blk-pci,drive=root,bootindex=0"), "{a}");
     assert_eq!(aws.dns_ip(), "169.254.169.3");
 
     let g = spec(w, w.join("r.qcow2"), Firmware::Bios, DiskBus::VirtioScsi)

@@ -1,7 +1,10 @@
 //! arm64 on this amd64 host: the debian-bookworm OS image is bootstrapped and staged from the
 //! mirror with every chroot program emulated by the host's qemu-aarch64, registered in the
 //! build's own user namespace only (src/rootfs/emulation.rs). The image is checked with
-//! `stemcell test-image` (emulated too), and the host's binfmt_misc must be as it was.
+//! `stemcell test-image` (emulated too), and the host's binfmt_misc must be as it was. Then the
+//! OpenStack and AWS stemcells are built on it with the real arm64 agent, verified, and the
+//! OpenStack one boots under `qemu-system-aarch64 -M virt` with UEFI (AAVMF) until the agent
+//! answers ping.
 //! Needs root, the Debian mirror and qemu-user (ci/install-host-packages.sh).
 
 #[path = "common/e2e.rs"]
@@ -21,7 +24,7 @@ fn host_binfmt() -> Vec<String> {
 }
 
 #[test]
-fn arm64_os_image_builds_emulated_and_passes_its_checks() -> Result<()> {
+fn arm64_os_image_and_stemcells_build_emulated_pass_their_checks_and_boot() -> Result<()> {
     let before = host_binfmt();
     let out = e2e_dir().join("out-arm64");
     let _ = std::fs::remove_dir_all(&out);
@@ -51,9 +54,41 @@ fn arm64_os_image_builds_emulated_and_passes_its_checks() -> Result<()> {
     let checks = e2e::assert_test_image_passes(&tgz, scratch.path())?;
     assert_eq!(checks["os"], "debian-bookworm", "{}", checks["os"]);
     assert_eq!(host_binfmt(), before, "the host's binfmt_misc changed");
+
+    // The stemcells, on the OS image layers just built (same work directory, same keys).
+    let started = std::time::Instant::now();
+    let report = run(&mut e2e::build_command_for(
+        "debian-bookworm",
+        "arm64",
+        &["openstack", "aws"],
+        &e2e_dir().join("work-arm64"),
+        &out,
+    ))?;
+    eprintln!("arm64 OpenStack and AWS stemcells took {:?}", started.elapsed());
+    assert_eq!(host_binfmt(), before, "the host's binfmt_misc changed");
+    for (tgz, name, architecture) in [
+        (OPENSTACK, "bosh-openstack-kvm-debian-bookworm-arm64", "aarch64"),
+        (OPENSTACK_RAW, "bosh-openstack-kvm-debian-bookworm-arm64-raw", "aarch64"),
+        (AWS, "bosh-aws-xen-hvm-debian-bookworm-arm64", "arm64"),
+    ] {
+        let tgz = out.join(tgz);
+        assert!(tgz.is_file(), "{} missing; report:\n{report}", tgz.display());
+        run(stemcell().arg("verify").arg(&tgz))?;
+        let mf = run(Command::new("tar").arg("-xzOf").arg(&tgz).arg("stemcell.MF"))?;
+        let v: serde_yaml::Value = serde_yaml::from_str(&mf)?;
+        assert_eq!(v["name"].as_str(), Some(name), "{mf}");
+        assert_eq!(v["cloud_properties"]["architecture"].as_str(), Some(architecture), "{mf}");
+        let packages = run(Command::new("tar").arg("-xzOf").arg(&tgz).arg("packages.txt"))?;
+        assert!(packages.lines().any(|l| l.starts_with("ii  linux-image-6.1.0-") && l.contains(" arm64 ")), "no arm64 kernel in {name}");
+    }
+    e2e::boot_and_ping(&out.join(OPENSTACK), None, "config drive", &[])?;
     std::fs::remove_dir_all(&out)?;
     Ok(())
 }
+
+const OPENSTACK: &str = "bosh-stemcell-0.0.1-openstack-kvm-debian-bookworm-arm64.tgz";
+const OPENSTACK_RAW: &str = "bosh-stemcell-0.0.1-openstack-kvm-debian-bookworm-arm64-raw.tgz";
+const AWS: &str = "bosh-stemcell-0.0.1-aws-xen-hvm-debian-bookworm-arm64.tgz";
 
 #[test]
 fn an_infrastructure_not_built_for_arm64_is_one_clear_error() -> Result<()> {

@@ -9,12 +9,33 @@
 //! reaches nothing else).
 
 use super::target::{DiskBus, Firmware};
+use crate::recipe::arch::Arch;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// arm64's UEFI firmware (EDK2's ArmVirtQemu, Debian's qemu-efi-aarch64), padded to the
+/// 64 MiB flash of QEMU's `virt` machine.
+pub const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+pub const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
+
+/// The UEFI firmware of an architecture: code, variable store template, Debian package.
+pub fn uefi_firmware(arch: Arch) -> (&'static str, &'static str, &'static str) {
+    match arch {
+        Arch::Amd64 => (OVMF_CODE, OVMF_VARS, "ovmf"),
+        Arch::Arm64 => (AAVMF_CODE, AAVMF_VARS, "qemu-efi-aarch64"),
+    }
+}
+
+/// The QEMU system emulator of an architecture and its Debian package.
+pub fn qemu_system(arch: Arch) -> (&'static str, &'static str) {
+    match arch {
+        Arch::Amd64 => ("qemu-system-x86_64", "qemu-system-x86"),
+        Arch::Arm64 => ("qemu-system-aarch64", "qemu-system-arm"),
+    }
+}
 
 /// A metadata service forwarded from the guest's network to a command run per connection.
 #[derive(Clone, Debug)]
@@ -27,6 +48,8 @@ pub struct GuestForward {
 
 #[derive(Clone, Debug)]
 pub struct VmSpec {
+    /// amd64: q35; arm64: `virt` with UEFI (no BIOS, no IDE: the CD-ROM is on SCSI).
+    pub arch: Arch,
     pub accel: String,
     pub firmware: Firmware,
     pub bus: DiskBus,
@@ -76,8 +99,8 @@ impl VmSpec {
         self.dir.join("sercon-port")
     }
 
-    fn ovmf_vars(&self) -> PathBuf {
-        self.dir.join("OVMF_VARS.fd")
+    fn uefi_vars(&self) -> PathBuf {
+        self.dir.join("UEFI_VARS.fd")
     }
 
     /// Writes the firmware files the command line names.
@@ -85,8 +108,9 @@ impl VmSpec {
         match self.firmware {
             Firmware::Bios => std::fs::write(self.sercon_file(), 0x3f8u64.to_le_bytes())?,
             Firmware::Uefi => {
-                std::fs::copy(OVMF_VARS, self.ovmf_vars()).with_context(|| {
-                    format!("{OVMF_VARS}: cannot copy (install the Debian package 'ovmf')")
+                let (_, vars, package) = uefi_firmware(self.arch);
+                std::fs::copy(vars, self.uefi_vars()).with_context(|| {
+                    format!("{vars}: cannot copy (install the Debian package '{package}')")
                 })?;
             }
         }
@@ -104,7 +128,16 @@ impl VmSpec {
             "-vga",
             "none",
         ]);
-        push(&["-machine", &format!("q35,accel={}", self.accel)]);
+        match self.arch {
+            Arch::Amd64 => push(&["-machine", &format!("q35,accel={}", self.accel)]),
+            Arch::Arm64 => {
+                push(&["-machine", &format!("virt,accel={}", self.accel)]);
+                // Under TCG, `max` with QEMU's own pointer-authentication algorithm: the
+                // architected one costs a lot of emulated time.
+                let cpu = if self.accel == "kvm" { "host" } else { "max,pauth-impdef=on" };
+                push(&["-cpu", cpu]);
+            }
+        }
         push(&[
             "-m",
             &self.memory_mib.to_string(),
@@ -118,13 +151,14 @@ impl VmSpec {
                 &format!("name=etc/sercon-port,file={}", q(&self.sercon_file())),
             ]),
             Firmware::Uefi => {
+                let (code, _, _) = uefi_firmware(self.arch);
                 push(&[
                     "-drive",
-                    &format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"),
+                    &format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"),
                 ]);
                 push(&[
                     "-drive",
-                    &format!("if=pflash,format=raw,unit=1,file={}", q(&self.ovmf_vars())),
+                    &format!("if=pflash,format=raw,unit=1,file={}", q(&self.uefi_vars())),
                 ]);
             }
         }
@@ -163,7 +197,10 @@ impl VmSpec {
                     q(cd)
                 ),
             ]);
-            push(&["-device", "ide-cd,drive=cd0,bus=ide.0"]);
+            match self.arch {
+                Arch::Amd64 => push(&["-device", "ide-cd,drive=cd0,bus=ide.0"]),
+                Arch::Arm64 => push(&["-device", "virtio-scsi-pci,id=cdbus", "-device", "scsi-cd,drive=cd0,bus=cdbus.0"]),
+            }
         }
         let mut netdev = format!(
             "user,id=net0,restrict=on,net={}/24,hostfwd=tcp:127.0.0.1:{}-:6868,hostfwd=tcp:127.0.0.1:{}-:22",
@@ -188,7 +225,8 @@ impl VmSpec {
     pub fn start(&self) -> Result<RunningVm> {
         self.prepare()?;
         let stderr = self.dir.join("qemu.stderr");
-        let mut cmd = Command::new("qemu-system-x86_64");
+        let (qemu, package) = qemu_system(self.arch);
+        let mut cmd = Command::new(qemu);
         cmd.args(self.args())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -202,12 +240,13 @@ impl VmSpec {
                 Ok(())
             });
         }
-        let child = cmd.spawn().context(
-            "cannot start qemu-system-x86_64 (install the Debian package 'qemu-system-x86')",
-        )?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {qemu} (install the Debian package '{package}')"))?;
         Ok(RunningVm {
             child: Some(child),
             stderr,
+            qemu,
         })
     }
 }
@@ -218,6 +257,7 @@ use std::os::unix::process::CommandExt;
 pub struct RunningVm {
     child: Option<Child>,
     stderr: PathBuf,
+    qemu: &'static str,
 }
 
 impl RunningVm {
@@ -239,7 +279,7 @@ impl RunningVm {
                     .unwrap_or("")
                     .trim()
                     .to_string();
-                bail!("qemu-system-x86_64 exited ({status}): {line}");
+                bail!("{} exited ({status}): {line}", self.qemu);
             }
         }
         Ok(())

@@ -10,6 +10,7 @@ use super::metadata::Site;
 use super::settings::{settings, Disks};
 use super::target::{self, DiskBus, Firmware, SettingsSource, Target};
 use super::{disk, media, tools};
+use crate::recipe::arch::Arch;
 use crate::rootfs::interrupt;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -143,8 +144,11 @@ fn disk_names(infrastructure: &str, bus: DiskBus, ephemeral: bool) -> Disks {
 
 /// Boots the stemcell. Progress goes to stderr.
 pub fn boot(o: &BootOptions) -> Result<BootOutcome> {
+    let file = o.stemcell.display().to_string();
+    let manifest = disk::read_manifest(&o.stemcell)?;
+    let arch = target::arch_of(&manifest, &file)?;
     tools::require(&[
-        "qemu-system-x86_64",
+        super::machine::qemu_system(arch).0,
         "qemu-img",
         "openssl",
         "curl",
@@ -153,16 +157,15 @@ pub fn boot(o: &BootOptions) -> Result<BootOutcome> {
         "debugfs",
         "sfdisk",
     ])?;
-    let file = o.stemcell.display().to_string();
-    let manifest = disk::read_manifest(&o.stemcell)?;
     let infrastructure = target::infrastructure_of(&manifest, &file)?;
-    let (firmware, bus, needs_ephemeral) = target::hardware(&infrastructure, &manifest);
+    let (firmware, bus, needs_ephemeral) = target::hardware(&infrastructure, arch, &manifest);
     let firmware = o.firmware.unwrap_or(firmware);
-    if firmware == Firmware::Uefi && !Path::new(super::machine::OVMF_CODE).exists() {
-        bail!(
-            "{}: not found (install the Debian package 'ovmf')",
-            super::machine::OVMF_CODE
-        );
+    if firmware == Firmware::Bios && arch != Arch::Amd64 {
+        bail!("{file}: an {arch} stemcell boots by UEFI only (--firmware uefi)");
+    }
+    let (code, _, package) = super::machine::uefi_firmware(arch);
+    if firmware == Firmware::Uefi && !Path::new(code).exists() {
+        bail!("{code}: not found (install the Debian package '{package}')");
     }
     let accel = accel(&o.accel)?;
     let mbus_port = port(o.mbus_port, "--mbus-port")?;
@@ -198,6 +201,7 @@ pub fn boot(o: &BootOptions) -> Result<BootOutcome> {
         _ => [10, 0, 2],
     };
     let mut spec = VmSpec {
+        arch,
         accel: accel.clone(),
         firmware,
         bus,

@@ -3,6 +3,7 @@
 //! and the settings source of its `agent.json` that this tool serves.
 
 use crate::recipe::agent_settings::{AgentConfig, Source};
+use crate::recipe::arch::Arch;
 use crate::stemcell::manifest::ManifestView;
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
@@ -134,10 +135,22 @@ pub fn infrastructure_of(manifest: &ManifestView, file: &str) -> Result<String> 
     Ok(infrastructure)
 }
 
+/// The stemcell's architecture, from `cloud_properties.architecture` (amd64 when absent, as
+/// in every official stemcell): the kernel's names, and EC2's `arm64`.
+pub fn arch_of(manifest: &ManifestView, file: &str) -> Result<Arch> {
+    match manifest.cloud_str("architecture") {
+        None | Some("x86_64") => Ok(Arch::Amd64),
+        Some("aarch64" | "arm64") => Ok(Arch::Arm64),
+        Some(other) => bail!("{file}: cloud_properties.architecture {other:?} is not one this tool boots (x86_64, aarch64, arm64)"),
+    }
+}
+
 /// The hardware a cloud gives a VM, and the firmware its stemcell asks for.
-pub fn hardware(infrastructure: &str, manifest: &ManifestView) -> (Firmware, DiskBus, bool) {
-    // vSphere: the OVF asks for EFI firmware; AWS: `boot_mode: uefi-preferred` where set.
-    let uefi = matches!(infrastructure, "vsphere" | "vcloud")
+pub fn hardware(infrastructure: &str, arch: Arch, manifest: &ManifestView) -> (Firmware, DiskBus, bool) {
+    // vSphere: the OVF asks for EFI firmware; AWS: `boot_mode: uefi-preferred` where set;
+    // arm64 machines have nothing but UEFI.
+    let uefi = arch == Arch::Arm64
+        || matches!(infrastructure, "vsphere" | "vcloud")
         || manifest
             .cloud_str("boot_mode")
             .is_some_and(|m| m.starts_with("uefi"));

@@ -6,6 +6,7 @@ use std::process::Command;
 /// Tool → Debian package.
 const TOOLS: &[(&str, &str)] = &[
     ("qemu-system-x86_64", "qemu-system-x86"),
+    ("qemu-system-aarch64", "qemu-system-arm"),
     ("qemu-img", "qemu-utils"),
     ("genisoimage", "genisoimage"),
     ("openssl", "openssl"),

@@ -91,22 +91,50 @@ pub enum Exec {
 const SETUP: &str = r#"set -eu
 kind=$1 R=$2 layers=$3 overlay=$4 script=$5 binds=$6 rule=$7
 shift 7
-# The user's script in the chroot; a foreign root's programs run under the emulator, in a user
-# namespace of their own made after every mount here (see rootfs/emulation.rs).
+# The mounts a stage may undo (the private /run, the resolv.conf bind), as shell text run where
+# the script runs: a mount made outside a user namespace is locked inside it. Uses $R, $binds.
+run_mounts='
+mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$R/run"
+# Read-only binds of host directories (build inputs), on the private /run tmpfs: they vanish
+# with the command and never reach a layer.
+if [ -n "$binds" ]; then
+  printf "%s\n" "$binds" | while IFS="	" read -r src dst; do
+    mkdir -p "$R/run/$dst"
+    mount --bind -o ro "$src" "$R/run/$dst"
+  done
+fi
+mkdir -m 1777 "$R/run/lock"
+# The host resolv.conf, as a private copy: writes in the chroot never reach the host file.
+rc="$R/etc/resolv.conf"
+if [ -e /etc/resolv.conf ]; then
+  cp /etc/resolv.conf "$R/dev/.host-resolv.conf"
+  if [ -L "$rc" ]; then
+    t=$(readlink "$rc")
+    case $t in /*) t="$R$t" ;; ../*) t="$R/${t#../}" ;; *) t="$R/etc/$t" ;; esac
+    case $t in "$R"/run/*) mkdir -p "${t%/*}"; cp /etc/resolv.conf "$t" ;; esac
+  elif [ -f "$rc" ]; then
+    mount --bind "$R/dev/.host-resolv.conf" "$rc"
+  fi
+fi
+'
+# The user's script in the chroot, after MOUNTS (empty, or $run_mounts); a foreign root's
+# programs run under the emulator, in a user namespace of their own made after the mounts of
+# proc, sys and dev (see rootfs/emulation.rs).
 in_chroot() {
+  mounts=$1
+  shift
   if [ -z "$rule" ]; then
+    eval "$mounts"
     exec env -i "$@" chroot "$R" /bin/sh -e -c "$script"
   fi
   mkdir "$R/dev/.emulation"
-  # The resolv.conf bind is made inside the namespace: one made out here would be locked there,
-  # and a stage could not unmount it.
   emulated "$R/proc" "$R/dev/.emulation" "$R/proc/sys/fs/binfmt_misc" "$rule" \
-    /bin/sh -c 'R=$1 script=$2 bind=$3
-      shift 3
-      if [ -n "$bind" ]; then mount --bind "$R/dev/.host-resolv.conf" "$R/etc/resolv.conf"; fi
-      exec env -i "$@" chroot "$R" /bin/sh -e -c "$script"' in-namespace "$R" "$script" "$bind_rc" "$@"
+    /bin/sh -c 'set -eu
+      R=$1 script=$2 binds=$3 mounts=$4
+      shift 4
+      eval "$mounts"
+      exec env -i "$@" chroot "$R" /bin/sh -e -c "$script"' in-namespace "$R" "$script" "$binds" "$mounts" "$@"
 }
-bind_rc=
 if [ -n "$overlay" ]; then
   cd "$layers"
   mount -t overlay overlay -o "$overlay" "$R"
@@ -134,33 +162,9 @@ ln -s /proc/self/fd/0 "$R/dev/stdin"
 ln -s /proc/self/fd/1 "$R/dev/stdout"
 ln -s /proc/self/fd/2 "$R/dev/stderr"
 if [ "$kind" = inspect ]; then
-  in_chroot "$@"
+  in_chroot "" "$@"
 fi
-mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs "$R/run"
-# Read-only binds of host directories (build inputs), on the private /run tmpfs: they vanish
-# with the command and never reach a layer.
-if [ -n "$binds" ]; then
-  printf '%s\n' "$binds" | while IFS='	' read -r src dst; do
-    mkdir -p "$R/run/$dst"
-    mount --bind -o ro "$src" "$R/run/$dst"
-  done
-fi
-mkdir -m 1777 "$R/run/lock"
-# The host's resolv.conf, as a private copy: writes in the chroot never reach the host's file.
-rc="$R/etc/resolv.conf"
-if [ -e /etc/resolv.conf ]; then
-  cp /etc/resolv.conf "$R/dev/.host-resolv.conf"
-  if [ -L "$rc" ]; then
-    t=$(readlink "$rc")
-    case $t in /*) t="$R$t" ;; ../*) t="$R/${t#../}" ;; *) t="$R/etc/$t" ;; esac
-    case $t in "$R"/run/*) mkdir -p "${t%/*}"; cp /etc/resolv.conf "$t" ;; esac
-  elif [ -f "$rc" ] && [ -n "$rule" ]; then
-    bind_rc=1
-  elif [ -f "$rc" ]; then
-    mount --bind "$R/dev/.host-resolv.conf" "$rc"
-  fi
-fi
-in_chroot "$@"
+in_chroot "$run_mounts" "$@"
 "#;
 
 /// Proxy variables that pass from the caller into the chroot, in both spellings.

@@ -33,16 +33,32 @@ pub fn standin_agent() -> PathBuf {
 
 /// The real BOSH agent, if this machine has it.
 pub fn real_agent() -> Option<PathBuf> {
-    let path = std::env::var_os("STEMCELL_TEST_AGENT")
+    real_agent_for("amd64")
+}
+
+/// The real BOSH agent built for `arch` (`amd64`: STEMCELL_TEST_AGENT or
+/// ../shared/bosh-agent/bosh-agent; `arm64`: STEMCELL_TEST_AGENT_ARM64 or
+/// ../shared/bosh-agent/bosh-agent-linux-arm64), if this machine has it.
+pub fn real_agent_for(arch: &str) -> Option<PathBuf> {
+    let (var, file) = match arch {
+        "arm64" => ("STEMCELL_TEST_AGENT_ARM64", "bosh-agent-linux-arm64"),
+        _ => ("STEMCELL_TEST_AGENT", "bosh-agent"),
+    };
+    let path = std::env::var_os(var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| manifest_dir().join("../shared/bosh-agent/bosh-agent"));
+        .unwrap_or_else(|| manifest_dir().join("../shared/bosh-agent").join(file));
     path.is_file().then_some(path)
 }
 
 /// The agent a build installs: the real one, else the stand-in.
 pub fn agent() -> PathBuf {
-    real_agent().unwrap_or_else(|| {
-        eprintln!("real bosh-agent not found (../shared/bosh-agent/bosh-agent or STEMCELL_TEST_AGENT): building with the stand-in agent, boots skipped");
+    agent_for("amd64")
+}
+
+/// The agent a build for `arch` installs: the real one, else the stand-in (a shell script).
+pub fn agent_for(arch: &str) -> PathBuf {
+    real_agent_for(arch).unwrap_or_else(|| {
+        eprintln!("real {arch} bosh-agent not found (../shared/bosh-agent): building with the stand-in agent, boots skipped");
         standin_agent()
     })
 }
@@ -73,9 +89,14 @@ pub fn run(cmd: &mut Command) -> Result<String> {
 /// stand-in as all four blobstore CLIs (the pinned releases need the network), a GRUB password,
 /// SOURCE_DATE_EPOCH; `work` is the layer cache, `out` the output directory.
 pub fn build_command(os: &str, infrastructures: &[&str], work: &Path, out: &Path) -> Command {
-    let agent = agent();
+    build_command_for(os, "amd64", infrastructures, work, out)
+}
+
+/// [`build_command`] for `arch`, with that architecture's agent.
+pub fn build_command_for(os: &str, arch: &str, infrastructures: &[&str], work: &Path, out: &Path) -> Command {
+    let agent = agent_for(arch);
     let mut cmd = stemcell();
-    cmd.arg("build");
+    cmd.args(["build", "--arch", arch]);
     for i in infrastructures {
         cmd.args(["--infrastructure", i]);
     }
@@ -101,8 +122,9 @@ pub fn build_command(os: &str, infrastructures: &[&str], work: &Path, out: &Path
 /// asked the metadata service `requests`. Skipped (with a message) without the real agent.
 pub fn boot_and_ping(tgz: &Path, firmware: Option<&str>, source: &str, requests: &[&str]) -> Result<()> {
     let name = tgz.file_name().unwrap().to_string_lossy();
-    if real_agent().is_none() {
-        eprintln!("SKIPPED: booting {name} needs the real bosh-agent (../shared/bosh-agent/bosh-agent or STEMCELL_TEST_AGENT)");
+    let arch = if name.contains("-arm64") { "arm64" } else { "amd64" };
+    if real_agent_for(arch).is_none() {
+        eprintln!("SKIPPED: booting {name} needs the real {arch} bosh-agent (../shared/bosh-agent)");
         return Ok(());
     }
     let label = format!("{name}-{}", firmware.unwrap_or("default"));

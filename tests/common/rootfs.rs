@@ -53,6 +53,7 @@ pub fn bookworm() -> OsDefinition {
         keyring: "/usr/share/keyrings/debian-archive-keyring.gpg".into(),
         kernel_package: "linux-image-amd64".into(),
         packages: Default::default(),
+        architectures: None,
     }
 }
 
@@ -97,6 +98,7 @@ pub fn plan(mirror: &str, stages: &[(&str, Option<&str>)]) -> Plan {
     vars.insert("passwords", &serde_json::json!({ "vcap": "$6$salt$hash" }));
     Plan {
         os,
+        arch: stemcell::recipe::arch::Arch::Amd64,
         infrastructure: None,
         mirror: mirror.into(),
         assets_dir: fixtures().join("assets"),
