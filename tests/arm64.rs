@@ -3,8 +3,8 @@
 //! build's own user namespace only (src/rootfs/emulation.rs). The image is checked with
 //! `stemcell test-image` (emulated too), and the host's binfmt_misc must be as it was. Then the
 //! OpenStack and AWS stemcells are built on it with the real arm64 agent, verified, and the
-//! OpenStack one boots under `qemu-system-aarch64 -M virt` with UEFI (AAVMF) until the agent
-//! answers ping.
+//! OpenStack (virtio, config drive) and AWS (NVMe, IMDSv2) ones boot under
+//! `qemu-system-aarch64 -M virt` with UEFI (AAVMF) until the agent answers ping.
 //! Needs root, the Debian mirror and qemu-user (ci/install-host-packages.sh).
 
 #[path = "common/e2e.rs"]
@@ -81,7 +81,24 @@ fn arm64_os_image_and_stemcells_build_emulated_pass_their_checks_and_boot() -> R
         let packages = run(Command::new("tar").arg("-xzOf").arg(&tgz).arg("packages.txt"))?;
         assert!(packages.lines().any(|l| l.starts_with("ii  linux-image-6.1.0-") && l.contains(" arm64 ")), "no arm64 kernel in {name}");
     }
+    let checks = e2e::assert_test_image_passes(&out.join(OPENSTACK), scratch.path())?;
+    assert_eq!(checks["infrastructure"], "openstack", "{}", checks["infrastructure"]);
+
+    // Light stemcells keep the line's name: the architecture is part of it.
+    let light = out.join("light");
+    run(stemcell().arg("light").arg("--from").arg(out.join(AWS)).args(["--ami", "us-east-1=ami-0123456789abcdef0", "-o"]).arg(&light))?;
+    run(stemcell().arg("light").arg("--from").arg(out.join(OPENSTACK)).args(["--image-id", "1234-5678", "-o"]).arg(&light))?;
+    for (tgz, name) in [
+        ("light-bosh-stemcell-0.0.1-aws-xen-hvm-debian-bookworm-arm64.tgz", "bosh-aws-xen-hvm-debian-bookworm-arm64"),
+        ("light-bosh-stemcell-0.0.1-openstack-kvm-debian-bookworm-arm64.tgz", "bosh-openstack-kvm-debian-bookworm-arm64"),
+    ] {
+        let mf = run(Command::new("tar").arg("-xzOf").arg(light.join(tgz)).arg("stemcell.MF"))?;
+        let v: serde_yaml::Value = serde_yaml::from_str(&mf)?;
+        assert_eq!(v["name"].as_str(), Some(name), "{mf}");
+    }
+
     e2e::boot_and_ping(&out.join(OPENSTACK), None, "config drive", &[])?;
+    e2e::boot_and_ping(&out.join(AWS), None, "(IMDSv2)", &["PUT /latest/api/token 200", "GET /latest/user-data 200"])?;
     std::fs::remove_dir_all(&out)?;
     Ok(())
 }

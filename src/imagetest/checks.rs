@@ -58,6 +58,9 @@ pub struct NotApplicable {
     pub os: Vec<String>,
     #[serde(default)]
     pub os_family: Vec<String>,
+    /// Architectures (Debian names), e.g. `arm64`.
+    #[serde(default)]
+    pub arch: Vec<String>,
     pub reason: String,
 }
 
@@ -157,6 +160,8 @@ pub struct ImageOs {
     pub family: String,
     /// The stemcell's infrastructure; `None` for an OS image.
     pub infrastructure: Option<String>,
+    /// Debian's name of the architecture of the image's programs (`amd64` when unknown).
+    pub arch: String,
 }
 
 impl ImageOs {
@@ -172,7 +177,11 @@ impl ImageOs {
                     root.display()
                 )
             })?;
-        Self::parse(&text).with_context(|| path.display().to_string())
+        let mut os = Self::parse(&text).with_context(|| path.display().to_string())?;
+        if let Some(arch) = crate::rootfs::chroot::root_arch(root) {
+            os.arch = arch.debian().to_string();
+        }
+        Ok(os)
     }
 
     /// Parses os-release text (`KEY=value` lines, values optionally quoted).
@@ -199,6 +208,7 @@ impl ImageOs {
             name: format!("{id}-{codename}"),
             family: id,
             infrastructure: None,
+            arch: "amd64".into(),
         })
     }
 
@@ -217,7 +227,8 @@ impl ImageOs {
     pub fn not_applicable<'a>(&self, na: Option<&'a NotApplicable>) -> Option<&'a str> {
         let na = na?;
         ((na.os.is_empty() || na.os.contains(&self.name))
-            && (na.os_family.is_empty() || na.os_family.contains(&self.family)))
+            && (na.os_family.is_empty() || na.os_family.contains(&self.family))
+            && (na.arch.is_empty() || na.arch.contains(&self.arch)))
         .then_some(na.reason.as_str())
     }
 }
@@ -257,6 +268,7 @@ mod tests {
                 name: "debian-bookworm".into(),
                 family: "debian".into(),
                 infrastructure: None,
+                arch: "amd64".into(),
             }
         );
         assert!(ImageOs::parse("ID=debian\n")
@@ -271,6 +283,7 @@ mod tests {
             name: "debian-bookworm".into(),
             family: "debian".into(),
             infrastructure: None,
+            arch: "amd64".into(),
         };
         assert!(os.matches(None));
         assert!(os.matches(Some(&CheckWhen {
@@ -300,9 +313,19 @@ mod tests {
         os.infrastructure = Some("warden".into());
         assert!(!os.matches(Some(&vsphere_only)));
         assert!(!os.matches(Some(&not_warden)));
+        let arm64_only = NotApplicable {
+            os: vec![],
+            os_family: vec![],
+            arch: vec!["arm64".into()],
+            reason: "no /lib64".into(),
+        };
+        assert_eq!(os.not_applicable(Some(&arm64_only)), None);
+        os.arch = "arm64".into();
+        assert_eq!(os.not_applicable(Some(&arm64_only)), Some("no /lib64"));
         let na = NotApplicable {
             os: vec![],
             os_family: vec!["debian".into()],
+            arch: vec![],
             reason: "Ubuntu package name".into(),
         };
         assert_eq!(os.not_applicable(Some(&na)), Some("Ubuntu package name"));
