@@ -26,6 +26,7 @@ fn host_binfmt() -> Vec<String> {
 #[test]
 fn arm64_os_image_and_stemcells_build_emulated_pass_their_checks_and_boot() -> Result<()> {
     let before = host_binfmt();
+    std::fs::create_dir_all(e2e_dir())?;
     let out = e2e_dir().join("out-arm64");
     let _ = std::fs::remove_dir_all(&out);
     let tgz = out.join("debian-bookworm-arm64.tgz");
@@ -109,6 +110,7 @@ const AWS: &str = "bosh-stemcell-0.0.1-aws-xen-hvm-debian-bookworm-arm64.tgz";
 
 #[test]
 fn an_infrastructure_not_built_for_arm64_is_one_clear_error() -> Result<()> {
+    std::fs::create_dir_all(e2e_dir())?;
     let out = tempfile::tempdir_in(e2e_dir())?;
     let work = tempfile::tempdir_in(e2e_dir())?;
     let o = stemcell()
