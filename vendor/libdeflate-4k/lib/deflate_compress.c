@@ -162,7 +162,9 @@
 /******************************************************************************/
 
 /* Include the needed matchfinders. */
-#define MATCHFINDER_WINDOW_ORDER	DEFLATE_WINDOW_ORDER
+/* libdeflate-4k: a 4 KiB window (QEMU inflates qcow2 clusters with windowBits 12),
+ * instead of DEFLATE_WINDOW_ORDER (15).  See ../README.md. */
+#define MATCHFINDER_WINDOW_ORDER	12
 #include "hc_matchfinder.h"
 #include "ht_matchfinder.h"
 #if SUPPORT_NEAR_OPTIMAL_PARSING
