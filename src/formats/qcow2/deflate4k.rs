@@ -177,14 +177,20 @@ mod tests {
     #[test]
     fn repetition_within_the_window_is_found() {
         let input = random(4000, 9).repeat(16);
-        let stream = Compressor::new(6).unwrap().compress(&input, input.len()).unwrap();
+        let stream = Compressor::new(6)
+            .unwrap()
+            .compress(&input, input.len())
+            .unwrap();
         assert!(stream.len() < 4000 + 1000, "{} bytes", stream.len());
     }
 
     #[test]
     fn too_small_an_output_is_none() {
         let noise = random(64 * 1024, 5);
-        assert!(Compressor::new(9).unwrap().compress(&noise, noise.len() - 1).is_none());
+        assert!(Compressor::new(9)
+            .unwrap()
+            .compress(&noise, noise.len() - 1)
+            .is_none());
     }
 
     #[test]
