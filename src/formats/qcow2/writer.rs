@@ -5,12 +5,12 @@
 //! Memory stays bounded: one L2 table, the L1 table (8 bytes per 512 MiB) and one 16-bit
 //! refcount per 64 KiB host cluster (32 KiB per GiB of output) besides the in-flight batches.
 
+use super::deflate4k::Compressor;
 use super::header::*;
-use crate::parallel::pipeline::ordered_map;
 use crate::formats::source::{is_zero, RawDisk};
 use crate::formats::{DiskWriter, Qcow2Compat};
+use crate::parallel::pipeline::ordered_map;
 use anyhow::{bail, Context, Result};
-use super::deflate4k::Compressor;
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -133,7 +133,8 @@ fn deflate(cluster: &[u8]) -> Result<Option<Vec<u8>>> {
         if c.is_none() {
             *c = Some(Compressor::new(COMPRESSION_LEVEL)?);
         }
-        Ok(c.as_mut().and_then(|c| c.compress(cluster, cluster.len() - 1)))
+        Ok(c.as_mut()
+            .and_then(|c| c.compress(cluster, cluster.len() - 1)))
     })
 }
 
