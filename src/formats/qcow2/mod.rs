@@ -3,9 +3,11 @@
 //!
 //! - `header`: the header and the bit layout of table entries;
 //! - `writer`: [`Qcow2Writer`], docs/formats.md "qcow2 one-pass layout", with exact refcounts;
+//! - `deflate4k`: raw deflate limited to QEMU's 4 KiB window (vendored libdeflate);
 //! - `check`: [`check`], which recomputes refcounts and inflates every compressed cluster.
 
 pub mod check;
+pub mod deflate4k;
 pub mod header;
 pub mod writer;
 

@@ -5,12 +5,12 @@
 //! Memory stays bounded: one L2 table, the L1 table (8 bytes per 512 MiB) and one 16-bit
 //! refcount per 64 KiB host cluster (32 KiB per GiB of output) besides the in-flight batches.
 
+use super::deflate4k::Compressor;
 use super::header::*;
-use crate::parallel::pipeline::ordered_map;
 use crate::formats::source::{is_zero, RawDisk};
 use crate::formats::{DiskWriter, Qcow2Compat};
+use crate::parallel::pipeline::ordered_map;
 use anyhow::{bail, Context, Result};
-use flate2::{Compress, Compression, FlushCompress, Status};
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -22,16 +22,16 @@ use std::os::unix::fs::FileExt;
 const BATCH_CLUSTERS: u64 = 32;
 /// Work items in flight on small machines.
 const WINDOW: usize = 8;
-/// Deflate level (zlib-rs). zlib-rs follows zlib-ng, whose levels are not zlib's: 3 to 6 use
-/// the "medium" strategy and 7 and 8 hash 4 bytes, so none of them finds what zlib's level 6
-/// (qemu's) finds; 9 is the only level with zlib's 3-byte matches. Measured on a 1 GiB disk
-/// holding 200 MB of /usr/lib and /usr/share/doc and 50 MB of random data, 4 KiB window, against
-/// `qemu-img convert -c -O qcow2` (127,205,376 bytes): level 4 +2.7%, 6 +2.1%, 7 +1.6%,
-/// 8 +1.6%, 9 −0.3% (at about twice the CPU of level 4). The qcow2 must be no larger than
-/// qemu-img's, so 9.
-pub const COMPRESSION_LEVEL: u32 = 9;
-/// QEMU's deflate window: raw deflate, windowBits −12.
-const WINDOW_BITS: u8 = 12;
+/// Deflate level of libdeflate (its 4 KiB-window copy, [`Compressor`]). Measured with one run
+/// of `stemcell convert --format qcow2 --compat 0.10` per level, against `qemu-img convert -c
+/// -O qcow2 -o compat=0.10` (zlib level 6, 4 KiB window), on the ci/bench.sh disk and on a
+/// real debian-bookworm OpenStack disk (1722 MiB allocated), with the entropy shortcut below:
+/// size +0.84 % / +0.53 % at level 4, −0.25 % / −0.80 % at 5, −0.43 % / −1.12 % at 6,
+/// −0.29 % / −1.48 % at 9; 10 to 12 (near-optimal parsing) −1.2 to −1.3 % on the synthetic
+/// disk for 2 to 4 times qemu-img's CPU. 5 is the fastest level no larger than qemu-img's on
+/// both: about a third of qemu-img's CPU (15.0 CPU-s against 46.7 on the real disk; level 6
+/// took 16.1, level 9 41).
+pub const COMPRESSION_LEVEL: i32 = 5;
 
 /// Writes a qcow2 image of 64 KiB clusters, compat 0.10 (v2) or 1.1 (v3), with every non-zero
 /// guest cluster either deflated (when that makes it smaller than a cluster) or stored as is.
@@ -83,7 +83,8 @@ fn encode_batch(disk: &RawDisk, batch: u64, compressed: bool) -> Result<Vec<(u64
             continue; // unallocated clusters read as zeros
         }
         let try_deflate = compressed && !looks_incompressible(cluster);
-        let payload = match try_deflate.then(|| deflate(cluster)).flatten() {
+        let deflated = if try_deflate { deflate(cluster)? } else { None };
+        let payload = match deflated {
             Some(d) => Payload::Deflated(d),
             None => Payload::Plain(cluster.to_vec()),
         };
@@ -93,11 +94,13 @@ fn encode_batch(disk: &RawDisk, batch: u64, compressed: bool) -> Result<Vec<(u64
 }
 
 /// Order-0 entropy (bits per byte) above which a cluster is stored without trying deflate.
-/// Random and already-compressed data sit near 8 (a random 64 KiB cluster measures 7.997);
-/// deflate costs as much CPU there as on text and saves little. Measured on the ci/bench.sh
-/// disk (level 4): never skipping gives +1.04% size against qemu-img; 7.99 gives +1.38% for
-/// about 20% less CPU; 7.97 saved 37% CPU but gave +1.9%, too close to the 2% budget.
-const INCOMPRESSIBLE_ENTROPY: f64 = 7.99;
+/// Random data sits just below 8: 300 random 64 KiB clusters measured 7.9972 ± 0.0002 (min
+/// 7.9965), and deflate costs as much CPU there as on text for nothing. Measured on the
+/// ci/bench.sh disk (100 MiB of it random) at level 5 against qemu-img: 7.99 +0.06 %, 7.993
+/// −0.14 %, 7.995 −0.25 %, 7.997 and never skipping −0.34 %, never skipping costing about
+/// 10 % more CPU. 7.995 skips all random clusters and gives up 0.1 % on the few clusters of
+/// compressed files that deflate a little; the real disk has almost none (±0.01 %).
+const INCOMPRESSIBLE_ENTROPY: f64 = 7.995;
 
 /// True when the byte histogram of `cluster` is nearly flat (see [`INCOMPRESSIBLE_ENTROPY`]).
 fn looks_incompressible(cluster: &[u8]) -> bool {
@@ -119,21 +122,19 @@ fn looks_incompressible(cluster: &[u8]) -> bool {
 }
 
 thread_local! {
-    static DEFLATE: RefCell<Compress> =
-        RefCell::new(Compress::new_with_window_bits(Compression::new(COMPRESSION_LEVEL), false, WINDOW_BITS));
+    static DEFLATE: RefCell<Option<Compressor>> = const { RefCell::new(None) };
 }
 
 /// Raw deflate of one cluster, or `None` when the stream would not be shorter than a cluster
 /// (QEMU's rule: such clusters are stored uncompressed).
-fn deflate(cluster: &[u8]) -> Option<Vec<u8>> {
+fn deflate(cluster: &[u8]) -> Result<Option<Vec<u8>>> {
     DEFLATE.with(|c| {
         let mut c = c.borrow_mut();
-        c.reset();
-        let mut out = Vec::with_capacity(cluster.len() - 1);
-        match c.compress_vec(cluster, &mut out, FlushCompress::Finish) {
-            Ok(Status::StreamEnd) => Some(out),
-            _ => None, // output full before the end of the stream
+        if c.is_none() {
+            *c = Some(Compressor::new(COMPRESSION_LEVEL)?);
         }
+        Ok(c.as_mut()
+            .and_then(|c| c.compress(cluster, cluster.len() - 1)))
     })
 }
 
@@ -334,7 +335,7 @@ mod tests {
     #[test]
     fn incompressible_clusters_stay_plain() {
         let text = b"stemcell ".repeat(8000)[..CLUSTER_SIZE as usize].to_vec();
-        assert!(deflate(&text).is_some_and(|d| d.len() < 1000));
+        assert!(deflate(&text).unwrap().is_some_and(|d| d.len() < 1000));
         let mut noise = Vec::new();
         let mut x = 88172645463325252u64;
         while noise.len() < CLUSTER_SIZE as usize {
@@ -343,7 +344,7 @@ mod tests {
             x ^= x << 17;
             noise.extend_from_slice(&x.to_le_bytes());
         }
-        assert!(deflate(&noise).is_none());
+        assert!(deflate(&noise).unwrap().is_none());
         assert!(looks_incompressible(&noise));
         assert!(!looks_incompressible(&text));
         // A random block repeated within the 4 KiB window has a flat histogram too: accepted
