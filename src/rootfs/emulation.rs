@@ -29,8 +29,13 @@ pub fn for_arch(arch: Arch) -> Result<Option<Emulator>> {
     if Arch::host() == Some(arch) {
         return Ok(None);
     }
+    emulator_from(arch, host_tools::find)
+}
+
+/// The emulator for a foreign `arch`, found with `find` (a tool name to its path).
+fn emulator_from(arch: Arch, find: impl Fn(&str) -> Option<PathBuf>) -> Result<Option<Emulator>> {
     let tool = format!("qemu-{}", arch.kernel());
-    let Some(interpreter) = host_tools::find(&tool) else {
+    let Some(interpreter) = find(&tool) else {
         bail!(
             "building {arch} on this {} host needs {tool}: not found (install the Debian package 'qemu-user', version 8.1 or later, without its recommends)",
             Arch::host().map_or("unknown", Arch::debian)
@@ -149,5 +154,15 @@ mod tests {
         assert!(for_arch(Arch::host().unwrap()).unwrap().is_none());
         let own = std::fs::read("/proc/self/exe").unwrap();
         assert!(has_interpreter(&own), "test binaries are dynamically linked");
+    }
+
+    #[test]
+    fn a_host_that_cannot_emulate_says_why_in_one_line() {
+        let missing = emulator_from(Arch::Arm64, |_| None).unwrap_err().to_string();
+        assert!(missing.starts_with("building arm64 on this amd64 host needs qemu-aarch64: not found (install the Debian package 'qemu-user'"), "{missing}");
+        assert_eq!(missing.lines().count(), 1);
+        // A dynamically linked emulator cannot run in the chroot, which lacks the host's libraries.
+        let dynamic = emulator_from(Arch::Arm64, |_| Some("/proc/self/exe".into())).unwrap_err().to_string();
+        assert!(dynamic.ends_with("dynamically linked; the chroot cannot load the host's libraries (install the Debian package 'qemu-user' 8.1 or later, or 'qemu-user-static')"), "{dynamic}");
     }
 }
