@@ -181,6 +181,10 @@ fn build_kill_resume_export() {
         "policy-rc.d shipped"
     );
     assert!(
+        get("./etc/dpkg/dpkg.cfg.d/zz-stemcell-build").is_none(),
+        "dpkg's build-only options shipped"
+    );
+    assert!(
         get("./usr/bin/less").is_some(),
         "apt install did not install less"
     );

@@ -20,6 +20,13 @@ use std::process::Stdio;
 /// Removed again when the OS image is exported.
 pub const POLICY_RC_D: &str = "#!/bin/sh\n# stemcell build: no daemons in the chroot\nexit 101\n";
 
+/// dpkg's configuration for the build only: `force-unsafe-io` skips the fsync after every
+/// unpacked file, which a throwaway chroot does not need (the layer is flushed once when it is
+/// committed, rootfs/layers.rs). Written by a mmdebstrap setup hook, so the bootstrap's own
+/// dpkg runs use it too; removed from every shipped tree (rootfs/export.rs).
+pub const DPKG_BUILD_CONFIG: &str = "etc/dpkg/dpkg.cfg.d/zz-stemcell-build";
+pub const DPKG_BUILD_OPTIONS: &str = "# stemcell build only: no fsync in a throwaway chroot\nforce-unsafe-io\n";
+
 /// Bootstraps `os` for `arch` from `mirror` into the empty directory `target`, logging to
 /// `log`. With `source_date_epoch`, mmdebstrap and dpkg get it (reproducible bootstrap). A
 /// foreign `arch` runs mmdebstrap in a user namespace with the emulator registered
@@ -75,6 +82,11 @@ pub fn bootstrap(
         "--format=directory",
         "--verbose",
     ])
+    .arg(format!(
+        "--setup-hook=mkdir -p \"$1/{}\" && printf '{}' > \"$1/{DPKG_BUILD_CONFIG}\"",
+        Path::new(DPKG_BUILD_CONFIG).parent().unwrap().display(),
+        DPKG_BUILD_OPTIONS.replace('\n', "\\n")
+    ))
     .arg(format!("--keyring={}", os.keyring))
     .arg(format!("--components={}", os.components.join(",")))
     // A mirror that does not answer fails in about a minute, not after apt's default retries.

@@ -12,9 +12,10 @@ use std::path::Path;
 use std::process::Stdio;
 
 /// Undoes, in the tree at `$ROOT`, what only the build needed: the `policy-rc.d` that keeps
-/// daemons from starting, and the host's name servers in a regular `/etc/resolv.conf`. Every
-/// shipped tree goes through it: the OS image tarball and each stemcell's root.
-pub const UNDO_BUILD_ONLY: &str = r#"rm -f "$ROOT/usr/sbin/policy-rc.d"
+/// daemons from starting, dpkg's build-only options (bootstrap::DPKG_BUILD_CONFIG), and the
+/// host's name servers in a regular `/etc/resolv.conf`. Every shipped tree goes through it:
+/// the OS image tarball and each stemcell's root.
+pub const UNDO_BUILD_ONLY: &str = r#"rm -f "$ROOT/usr/sbin/policy-rc.d" "$ROOT/etc/dpkg/dpkg.cfg.d/zz-stemcell-build"
 rc="$ROOT/etc/resolv.conf"
 if [ -f "$rc" ] && [ ! -L "$rc" ]; then : > "$rc"; fi
 "#;

@@ -98,6 +98,9 @@ impl LayerStore {
         remove_tree(&final_dir)?;
         remove_tree(&self.dir.join(Self::overlay_work_name(key)))?;
         let partial = self.dir.join(Self::partial_name(key));
+        // The chroot's dpkg skips its fsyncs (bootstrap::DPKG_BUILD_CONFIG): one syncfs makes the
+        // layer durable before it is marked done, so a crash never leaves a done, torn layer.
+        sync_filesystem(&partial)?;
         std::fs::rename(&partial, &final_dir)
             .with_context(|| format!("{}: cannot rename into place", partial.display()))?;
         File::create(self.done_marker(key))
@@ -133,6 +136,18 @@ impl LayerStore {
 }
 
 /// `rm -rf`, absent is fine. Overlay work dirs hold a mode-000 `work/` dir; root removes it anyway.
+/// Flushes the whole filesystem holding `dir` (syncfs(2)).
+fn sync_filesystem(dir: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = File::open(dir).with_context(|| format!("{}: cannot open", dir.display()))?;
+    // SAFETY: syncfs takes a valid descriptor, owned by `f` for the duration of the call.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("{}: cannot sync", dir.display()));
+    }
+    Ok(())
+}
+
 pub fn remove_tree(p: &Path) -> Result<()> {
     match p.symlink_metadata() {
         Err(_) => Ok(()),
