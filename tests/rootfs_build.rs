@@ -185,6 +185,10 @@ fn build_kill_resume_export() {
         "dpkg's build-only options shipped"
     );
     assert!(
+        get("./etc/apt/apt.conf.d/99mmdebstrap").is_none(),
+        "the build's apt retries and timeout (mmdebstrap --aptopt) shipped"
+    );
+    assert!(
         get("./usr/bin/less").is_some(),
         "apt install did not install less"
     );

@@ -234,8 +234,8 @@ pub fn prune(work_dir: &Path, options: &PruneOptions) -> Result<Pruned> {
     let live: HashSet<&str> = listing.layers.iter().map(|l| l.key.as_str()).filter(|k| !gone.contains(k)).collect();
     for f in listing.files.iter().filter(|f| f.kind == "export" || f.kind == "disk") {
         let name = f.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        // An export is named by its top layer's key (`<key>.tgz`, `<key>.packages.txt`, ...).
-        let orphan = f.kind == "export" && !live.contains(name.split('.').next().unwrap_or(""));
+        // An export is named by its top layer's key (`<key>-<recipe>.tgz`, `<key>-<recipe>.packages.txt`, ...).
+        let orphan = f.kind == "export" && !live.contains(name.split(['.', '-']).next().unwrap_or(""));
         let criteria = options.older_than.is_some() && old(f.age_seconds);
         if orphan || criteria {
             if !options.dry_run {
@@ -374,7 +374,7 @@ mod tests {
             std::fs::create_dir(store.dir().join("torn")).unwrap();
             std::fs::create_dir_all(w.join("exports")).unwrap();
             std::fs::write(w.join("exports/old1.tgz"), b"x").unwrap();
-            std::fs::write(w.join("exports/new2.tgz"), b"x").unwrap();
+            std::fs::write(w.join("exports/new2-0123456789ab.tgz"), b"x").unwrap();
             // While a build holds the lock, prune refuses and removes nothing.
             let e = prune(w, &PruneOptions { keep_latest: Some(1), ..Default::default() }).unwrap_err();
             assert!(format!("{e:#}").contains("another build is using this work directory"), "{e:#}");
@@ -392,7 +392,7 @@ mod tests {
         assert_eq!(done.files, [w.join("exports/old1.tgz")]);
         assert!(!w.join("layers/old1").exists() && !w.join("layers/old1.done").exists());
         assert!(!w.join("layers/old1.json").exists() && !w.join("layers/torn").exists());
-        assert!(w.join("layers/new1.done").exists() && w.join("exports/new2.tgz").exists());
+        assert!(w.join("layers/new1.done").exists() && w.join("exports/new2-0123456789ab.tgz").exists());
         // --older-than alone reaches the unrecorded layer once it is old enough.
         let p = prune(w, &PruneOptions { older_than: Some(Duration::from_secs(30 * 86_400)), ..Default::default() }).unwrap();
         assert_eq!(p.layers, ["anon"]);

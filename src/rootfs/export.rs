@@ -12,10 +12,11 @@ use std::path::Path;
 use std::process::Stdio;
 
 /// Undoes, in the tree at `$ROOT`, what only the build needed: the `policy-rc.d` that keeps
-/// daemons from starting, dpkg's build-only options (bootstrap::DPKG_BUILD_CONFIG), and the
-/// host's name servers in a regular `/etc/resolv.conf`. Every shipped tree goes through it:
-/// the OS image tarball and each stemcell's root.
-pub const UNDO_BUILD_ONLY: &str = r#"rm -f "$ROOT/usr/sbin/policy-rc.d" "$ROOT/etc/dpkg/dpkg.cfg.d/zz-stemcell-build"
+/// daemons from starting, dpkg's build-only options (bootstrap::DPKG_BUILD_CONFIG), the apt
+/// options mmdebstrap keeps in `99mmdebstrap` (the build's mirror retries and timeout), and
+/// the host's name servers in a regular `/etc/resolv.conf`. Every shipped tree goes through
+/// it: the OS image tarball and each stemcell's root.
+pub const UNDO_BUILD_ONLY: &str = r#"rm -f "$ROOT/usr/sbin/policy-rc.d" "$ROOT/etc/dpkg/dpkg.cfg.d/zz-stemcell-build" "$ROOT/etc/apt/apt.conf.d/99mmdebstrap"
 rc="$ROOT/etc/resolv.conf"
 if [ -f "$rc" ] && [ ! -L "$rc" ]; then : > "$rc"; fi
 "#;
@@ -193,7 +194,7 @@ pub fn write_os_image(
 ) -> Result<()> {
     // The export is cached by the top layer's key, so a rerun with nothing changed only
     // copies three files (make-style: seconds, not a re-compression of the whole tree).
-    let cached = store.work_dir().join("exports").join(format!("{}.tgz", lower[0]));
+    let cached = store.work_dir().join("exports").join(cached_export_name(&lower[0]));
     let parts = |base: &Path| {
         [
             base.to_path_buf(),
@@ -222,6 +223,15 @@ pub fn write_os_image(
         out.commit()?;
     }
     Ok(())
+}
+
+/// The cached export of the layer stack topped by `top`: `<top>-<recipe>.tgz`, where `<recipe>`
+/// digests what the export undoes and its tar options, so a builder that exports differently
+/// never reuses an export an older one wrote from the same layers.
+fn cached_export_name(top: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let recipe = hex::encode(Sha256::digest(format!("{UNDO_BUILD_ONLY}{EXPORT_TAR}")));
+    format!("{top}-{}.tgz", &recipe[..12])
 }
 
 /// A reader that stops with an error once an interrupt (Ctrl-C, SIGTERM) was requested.
