@@ -95,12 +95,7 @@ fn arm64_os_image_and_stemcells_build_emulated_pass_their_checks_and_boot() -> R
     let again = e2e_dir().join("out-arm64-again");
     let _ = std::fs::remove_dir_all(&again);
     run(&mut e2e::build_command_for("debian-bookworm", "arm64", &["openstack"], &e2e_dir().join("work-arm64"), &again))?;
-    let digests: Vec<(String, String)> =
-        [OPENSTACK, OPENSTACK_RAW].iter().map(|n| (e2e::sha256_file(&out.join(n)), e2e::sha256_file(&again.join(n)))).collect();
-    std::fs::remove_dir_all(&again)?;
-    for (name, (a, b)) in [OPENSTACK, OPENSTACK_RAW].iter().zip(digests) {
-        assert_eq!(a, b, "{name} differs between two builds");
-    }
+    e2e::assert_rebuild_identical(&out, &again, &[OPENSTACK, OPENSTACK_RAW])?;
 
     let checks = e2e::assert_test_image_passes(&out.join(OPENSTACK), scratch.path())?;
     assert_eq!(checks["infrastructure"], "openstack", "{}", checks["infrastructure"]);

@@ -75,6 +75,18 @@ pub fn sha256_file(p: &Path) -> String {
     hex::encode(h.finalize())
 }
 
+/// Asserts that each of `names` has the same bytes in `again` (a rebuild) as in `first`.
+/// `again` is removed before asserting, so a difference leaves no rebuild behind.
+pub fn assert_rebuild_identical(first: &Path, again: &Path, names: &[&str]) -> Result<()> {
+    let digests: Vec<(String, String)> =
+        names.iter().map(|n| (sha256_file(&first.join(n)), sha256_file(&again.join(n)))).collect();
+    std::fs::remove_dir_all(again)?;
+    for (name, (a, b)) in names.iter().zip(digests) {
+        assert_eq!(a, b, "{name} differs between two builds");
+    }
+    Ok(())
+}
+
 /// Runs a command; its output on failure names what ran.
 pub fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("{cmd:?}: cannot start"))?;
