@@ -234,8 +234,7 @@ pub fn prune(work_dir: &Path, options: &PruneOptions) -> Result<Pruned> {
     let live: HashSet<&str> = listing.layers.iter().map(|l| l.key.as_str()).filter(|k| !gone.contains(k)).collect();
     for f in listing.files.iter().filter(|f| f.kind == "export" || f.kind == "disk") {
         let name = f.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        // An export is named by its top layer's key (`<key>-<recipe>.tgz`, `<key>-<recipe>.packages.txt`, ...).
-        let orphan = f.kind == "export" && !live.contains(name.split(['.', '-']).next().unwrap_or(""));
+        let orphan = f.kind == "export" && !live.contains(super::export::cached_export_top(&name));
         let criteria = options.older_than.is_some() && old(f.age_seconds);
         if orphan || criteria {
             if !options.dry_run {

@@ -1,7 +1,7 @@
 //! Export of the finished layer stack as the OS image tarball: `tar -c -C <root> .` (every
 //! member path starts with `./`, as the official `sudo tar -cz -f <path> -C chroot .`), gzip,
 //! written atomically. The export sees the tree through a throwaway top layer in which the
-//! build-only pieces are undone: `policy-rc.d` removed and `/etc/resolv.conf` emptied.
+//! build-only pieces are undone ([`UNDO_BUILD_ONLY`]).
 
 use super::chroot::{describe_status, Exec, OverlaySpec, Session};
 use super::layers::LayerStore;
@@ -192,8 +192,8 @@ pub fn write_os_image(
     output: &Path,
     force: bool,
 ) -> Result<()> {
-    // The export is cached by the top layer's key, so a rerun with nothing changed only
-    // copies three files (make-style: seconds, not a re-compression of the whole tree).
+    // The export is cached by the top layer's key and the export recipe, so a rerun with
+    // nothing changed only copies three files (make-style: seconds, not a re-compression).
     let cached = store.work_dir().join("exports").join(cached_export_name(&lower[0]));
     let parts = |base: &Path| {
         [
@@ -232,6 +232,12 @@ fn cached_export_name(top: &str) -> String {
     use sha2::{Digest, Sha256};
     let recipe = hex::encode(Sha256::digest(format!("{UNDO_BUILD_ONLY}{EXPORT_TAR}")));
     format!("{top}-{}.tgz", &recipe[..12])
+}
+
+/// The top layer key a file of `exports/` belongs to: the export and its side files
+/// (`<top>-<recipe>.tgz`, `<top>-<recipe>.packages.txt`, ...; `<top>.tgz` from older builders).
+pub fn cached_export_top(file_name: &str) -> &str {
+    file_name.split(['.', '-']).next().unwrap_or("")
 }
 
 /// A reader that stops with an error once an interrupt (Ctrl-C, SIGTERM) was requested.
