@@ -34,10 +34,9 @@ pub fn apply(a: &AptAction, ctx: &mut ActionContext) -> Result<()> {
         script.push_str(&format!("{APT} install {}\n", install.join(" ")));
     }
     if !purge.is_empty() {
-        script.push_str(&format!(
-            "{APT} purge {}\n{APT} autoremove --purge\n",
-            purge.join(" ")
-        ));
+        // --autoremove: the purge also purges what became unused, in the same apt-get run
+        // (as `autoremove --purge` would after it).
+        script.push_str(&format!("{APT} --autoremove purge {}\n", purge.join(" ")));
     }
     script.push_str("apt-get clean\n");
     let what = format!(
