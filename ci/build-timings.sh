@@ -12,7 +12,8 @@
 # Environment: RUNS (default 3), ONLY (regex of rows: os-image|openstack|three), OS (default
 #              debian-bookworm), STEMCELL (binary instead of building target/release/stemcell),
 #              BASELINE (another stemcell binary: each row is also run with it, alternating,
-#              and the table gains its median and the ratio).
+#              and the table gains its median and the ratio), KEEP (keep each run's OS image
+#              tarball as $WORKDIR/LABEL-os-image-N.tgz, to compare builds byte for byte).
 set -euo pipefail
 
 RUNS=${RUNS:-3}
@@ -54,6 +55,9 @@ run() {
     steps=$(awk '/^  [^ ]/ && $NF ~ /^[0-9.]+s$/ && $1 != "total" && $1 != "wall" {print $NF+0, $1}' "$w.log" | sort -rn | head -3 \
         | awk '{printf "%s%s %ss", (NR>1?", ":""), $2, $1}')
     echo "$wall $(awk -v u="$user" -v s="$sys" 'BEGIN {print u + s}') $steps" >> "$work/$label-$row.runs"
+    if [[ $row == os-image && -n ${KEEP:-} ]]; then
+        mv "$w/os.tgz" "$work/$label-os-image-$(wc -l < "$work/$label-$row.runs").tgz"
+    fi
     if [[ $row == os-image && ! -d $work/$label-layers ]]; then
         mkdir -p "$work/$label-layers" && cp -a "$w/layers" "$work/$label-layers/"
     fi
