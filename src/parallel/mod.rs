@@ -1,6 +1,8 @@
 //! Foundations every stage of the pipeline may use: ordered multi-core processing with bounded
-//! memory, and the parallel gzip built on it (OS image export, stemcell packing).
+//! memory, the patched libdeflate builds, and the parallel gzip built on them (OS image export,
+//! stemcell packing).
 pub mod gzip;
+pub mod libdeflate;
 pub mod pipeline;
 
 /// True when every byte is zero (word-at-a-time, this runs at memory speed). The zero fast

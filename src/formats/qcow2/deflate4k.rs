@@ -1,76 +1,17 @@
-//! Raw deflate whose matches reach back at most 4 KiB: libdeflate's compressor, vendored in
-//! vendor/libdeflate-4k with its match window cut from 32 KiB to 4 KiB and built by build.rs.
+//! Raw deflate whose matches reach back at most 4 KiB: libdeflate's compressor built with its
+//! match window cut from 32 KiB to 4 KiB ([`Build::Window4k`], vendor/libdeflate/deflate4k.c).
 //! QEMU inflates compressed qcow2 clusters with windowBits −12, which rejects any longer
-//! distance; libdeflate has no runtime option for the window, hence the vendored copy.
+//! distance; libdeflate has no runtime option for the window, hence the patched build.
 
+use crate::parallel::libdeflate::{Build, Compressor};
 use anyhow::{bail, Result};
-use std::ffi::c_void;
-use std::ptr::NonNull;
 
-/// libdeflate's opaque `struct libdeflate_compressor`.
-#[repr(C)]
-struct RawCompressor {
-    _opaque: [u8; 0],
-}
-
-// The vendored libdeflate 1.26 API, renamed with a deflate4k_ prefix (see deflate4k.c).
-extern "C" {
-    fn deflate4k_alloc_compressor(level: i32) -> *mut RawCompressor;
-    fn deflate4k_deflate_compress(
-        c: *mut RawCompressor,
-        input: *const c_void,
-        in_nbytes: usize,
-        out: *mut c_void,
-        out_nbytes_avail: usize,
-    ) -> usize;
-    fn deflate4k_free_compressor(c: *mut RawCompressor);
-}
-
-/// One compressor (at most 0.6 MB at levels 1 to 9, 8.9 MB at 10 to 12, mostly matchfinder
-/// tables); not shareable between threads, so keep one per thread.
-pub struct Compressor(NonNull<RawCompressor>);
-
-impl Compressor {
-    /// A compressor at libdeflate `level` (1 = fastest … 12 = smallest).
-    pub fn new(level: i32) -> Result<Self> {
-        if !(1..=12).contains(&level) {
-            bail!("libdeflate level {level} is not in 1..=12");
-        }
-        // SAFETY: plain allocation; NULL only when out of memory.
-        match NonNull::new(unsafe { deflate4k_alloc_compressor(level) }) {
-            Some(c) => Ok(Compressor(c)),
-            None => bail!("out of memory allocating a deflate compressor"),
-        }
+/// A 4 KiB-window compressor at libdeflate `level` (1 = fastest … 12 = smallest).
+pub fn compressor(level: i32) -> Result<Compressor> {
+    if !(1..=12).contains(&level) {
+        bail!("libdeflate level {level} is not in 1..=12");
     }
-
-    /// The raw deflate stream of `input` if it fits in `max_len` bytes, else `None`.
-    pub fn compress(&mut self, input: &[u8], max_len: usize) -> Option<Vec<u8>> {
-        let mut out = Vec::<u8>::with_capacity(max_len);
-        // SAFETY: `input` is readable for its length and `out` writable for `max_len` bytes;
-        // libdeflate writes at most that many and returns how many (0: did not fit).
-        let n = unsafe {
-            deflate4k_deflate_compress(
-                self.0.as_ptr(),
-                input.as_ptr().cast(),
-                input.len(),
-                out.as_mut_ptr().cast(),
-                max_len,
-            )
-        };
-        if n == 0 {
-            return None;
-        }
-        // SAFETY: libdeflate initialised the first `n` (≤ max_len) bytes.
-        unsafe { out.set_len(n) };
-        Some(out)
-    }
-}
-
-impl Drop for Compressor {
-    fn drop(&mut self) {
-        // SAFETY: allocated by deflate4k_alloc_compressor, freed once.
-        unsafe { deflate4k_free_compressor(self.0.as_ptr()) }
-    }
+    Compressor::new(Build::Window4k, level)
 }
 
 #[cfg(test)]
@@ -151,7 +92,7 @@ mod tests {
     #[test]
     fn every_level_stays_within_4_kib() {
         for level in 1..=12 {
-            let mut c = Compressor::new(level).unwrap();
+            let mut c = compressor(level).unwrap();
             for (what, input) in adversarial_clusters() {
                 // Room for a stored stream too, so that every input yields a stream to inflate.
                 let stream = c.compress(&input, input.len() + 1024).unwrap();
@@ -177,7 +118,7 @@ mod tests {
     #[test]
     fn repetition_within_the_window_is_found() {
         let input = random(4000, 9).repeat(16);
-        let stream = Compressor::new(6)
+        let stream = compressor(6)
             .unwrap()
             .compress(&input, input.len())
             .unwrap();
@@ -187,7 +128,7 @@ mod tests {
     #[test]
     fn too_small_an_output_is_none() {
         let noise = random(64 * 1024, 5);
-        assert!(Compressor::new(9)
+        assert!(compressor(9)
             .unwrap()
             .compress(&noise, noise.len() - 1)
             .is_none());
@@ -195,7 +136,7 @@ mod tests {
 
     #[test]
     fn bad_level_is_an_error() {
-        assert!(Compressor::new(0).is_err());
-        assert!(Compressor::new(13).is_err());
+        assert!(compressor(0).is_err());
+        assert!(compressor(13).is_err());
     }
 }

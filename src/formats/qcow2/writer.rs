@@ -5,7 +5,8 @@
 //! Memory stays bounded: one L2 table, the L1 table (8 bytes per 512 MiB) and one 16-bit
 //! refcount per 64 KiB host cluster (32 KiB per GiB of output) besides the in-flight batches.
 
-use super::deflate4k::Compressor;
+use super::deflate4k;
+use crate::parallel::libdeflate::Compressor;
 use super::header::*;
 use crate::formats::source::{is_zero, RawDisk};
 use crate::formats::{DiskWriter, Qcow2Compat};
@@ -131,7 +132,7 @@ fn deflate(cluster: &[u8]) -> Result<Option<Vec<u8>>> {
     DEFLATE.with(|c| {
         let mut c = c.borrow_mut();
         if c.is_none() {
-            *c = Some(Compressor::new(COMPRESSION_LEVEL)?);
+            *c = Some(deflate4k::compressor(COMPRESSION_LEVEL)?);
         }
         Ok(c.as_mut()
             .and_then(|c| c.compress(cluster, cluster.len() - 1)))

@@ -18,5 +18,8 @@
 #define libdeflate_set_memory_allocator		deflate4k_set_memory_allocator
 #define libdeflate_assertion_failed		deflate4k_assertion_failed
 
+/* A 4 KiB match window: QEMU inflates compressed qcow2 clusters with windowBits 12. */
+#define MATCHFINDER_WINDOW_ORDER		12
+
 #include "lib/utils.c"
 #include "lib/deflate_compress.c"

@@ -162,9 +162,20 @@
 /******************************************************************************/
 
 /* Include the needed matchfinders. */
-/* libdeflate-4k: a 4 KiB window (QEMU inflates qcow2 clusters with windowBits 12),
- * instead of DEFLATE_WINDOW_ORDER (15).  See ../README.md. */
-#define MATCHFINDER_WINDOW_ORDER	12
+/* Patched (see ../README.md): the match window is set by the including file,
+ * deflate4k.c (12: QEMU inflates qcow2 clusters with windowBits 12) or
+ * deflate_sync.c (DEFLATE_WINDOW_ORDER, 15). */
+#ifndef MATCHFINDER_WINDOW_ORDER
+#  error "define MATCHFINDER_WINDOW_ORDER before including deflate_compress.c"
+#endif
+/* Patched: with DEFLATE_SYNC_END, no block is marked final and the stream ends
+ * byte-aligned with an empty stored block, as zlib's Z_SYNC_FLUSH leaves it, so
+ * that independently compressed pieces concatenate into one DEFLATE stream. */
+#ifdef DEFLATE_SYNC_END
+#  define BFINAL(is_final)	0
+#else
+#  define BFINAL(is_final)	(is_final)
+#endif
 #include "hc_matchfinder.h"
 #include "ht_matchfinder.h"
 #if SUPPORT_NEAR_OPTIMAL_PARSING
@@ -1831,7 +1842,7 @@ deflate_flush_block(struct libdeflate_compressor *c,
 			size_t len = UINT16_MAX;
 
 			if (in_end - in_next <= UINT16_MAX) {
-				bfinal = is_final_block;
+				bfinal = BFINAL(is_final_block);
 				len = in_end - in_next;
 			}
 			/* It was already checked that there is enough space. */
@@ -1863,7 +1874,7 @@ deflate_flush_block(struct libdeflate_compressor *c,
 	if (best_cost == static_cost) {
 		/* Static Huffman block */
 		codes = &c->static_codes;
-		ADD_BITS(is_final_block, 1);
+		ADD_BITS(BFINAL(is_final_block), 1);
 		ADD_BITS(DEFLATE_BLOCKTYPE_STATIC_HUFFMAN, 2);
 		FLUSH_BITS();
 	} else {
@@ -1876,7 +1887,7 @@ deflate_flush_block(struct libdeflate_compressor *c,
 
 		codes = &c->codes;
 		STATIC_ASSERT(CAN_BUFFER(1 + 2 + 5 + 5 + 4 + 3));
-		ADD_BITS(is_final_block, 1);
+		ADD_BITS(BFINAL(is_final_block), 1);
 		ADD_BITS(DEFLATE_BLOCKTYPE_DYNAMIC_HUFFMAN, 2);
 		ADD_BITS(c->o.precode.num_litlen_syms - 257, 5);
 		ADD_BITS(c->o.precode.num_offset_syms - 1, 5);
@@ -2409,7 +2420,7 @@ deflate_compress_none(const u8 *in, size_t in_nbytes,
 		if (out_nbytes_avail < 5)
 			return 0;
 		/* BFINAL and BTYPE */
-		*out_next++ = 1 | (DEFLATE_BLOCKTYPE_UNCOMPRESSED << 1);
+		*out_next++ = BFINAL(1) | (DEFLATE_BLOCKTYPE_UNCOMPRESSED << 1);
 		/* LEN and NLEN */
 		put_unaligned_le32(0xFFFF0000, out_next);
 		return 5;
@@ -2420,7 +2431,7 @@ deflate_compress_none(const u8 *in, size_t in_nbytes,
 		size_t len = UINT16_MAX;
 
 		if (in_end - in_next <= UINT16_MAX) {
-			bfinal = 1;
+			bfinal = BFINAL(1);
 			len = in_end - in_next;
 		}
 		if (out_end - out_next < 5 + len)
@@ -4068,6 +4079,17 @@ libdeflate_deflate_compress(struct libdeflate_compressor *c,
 		ASSERT(os.next < os.end);
 		*os.next++ = os.bitbuf;
 	}
+#ifdef DEFLATE_SYNC_END
+	/* Patched: an empty stored block.  Its 3 header bits (BFINAL 0, BTYPE 00) are
+	 * zeros after the last block's bits, in the padding just written or in one more
+	 * zero byte when fewer than 3 padding bits were left; then LEN 0, NLEN 0xFFFF. */
+	if (os.end - os.next < 5)
+		return 0;
+	if (os.bitcount == 0 || os.bitcount > 5)
+		*os.next++ = 0;
+	put_unaligned_le32(0xFFFF0000, os.next);
+	os.next += 4;
+#endif
 
 	/* Return the compressed size in bytes. */
 	return os.next - (u8 *)out;
