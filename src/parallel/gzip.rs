@@ -15,9 +15,8 @@
 
 use super::pipeline::ordered_map;
 use anyhow::{anyhow, Context, Result};
-use super::libdeflate::{Build, Compressor};
+use super::libdeflate::{with_thread_compressor, Build, Compressor};
 use flate2::Crc;
-use std::cell::RefCell;
 use std::io::{self, Write};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -300,28 +299,17 @@ fn compress_block(b: Block, zero_cache: &ZeroCache) -> Result<Compressed> {
     }
 }
 
-thread_local! {
-    /// This thread's compressor, at the level it was made for.
-    static SYNC_DEFLATE: RefCell<Option<Compressor>> = const { RefCell::new(None) };
-}
-
 /// Raw deflate of one block, ending byte-aligned; the last block also ends the stream.
 fn deflate(data: &[u8], level: u32, last: bool) -> Result<Vec<u8>> {
-    let level = level.min(9) as i32;
-    SYNC_DEFLATE.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        if cell.as_ref().is_none_or(|c| c.level() != level) {
-            *cell = Some(Compressor::new(Build::SyncEnd, level)?);
-        }
-        let c = cell.as_mut().expect("compressor just made");
-        let mut out = c
-            .compress(data, Compressor::sync_bound(data.len()))
-            .ok_or_else(|| anyhow!("deflate: {} bytes did not fit their bound", data.len()))?;
-        if last {
-            out.extend_from_slice(&EMPTY_FINAL_BLOCK);
-        }
-        Ok(out)
-    })
+    let stream = with_thread_compressor(Build::SyncEnd, level.min(9) as i32, |c| {
+        c.compress(data, Compressor::sync_bound(data.len()))
+    })?;
+    let mut out =
+        stream.ok_or_else(|| anyhow!("deflate: {} bytes did not fit their bound", data.len()))?;
+    if last {
+        out.extend_from_slice(&EMPTY_FINAL_BLOCK);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

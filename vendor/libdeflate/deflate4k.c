@@ -1,9 +1,11 @@
 /*
- * The only file build.rs compiles: libdeflate's compressor (lib/deflate_compress.c, with
- * a 4 KiB match window) and its allocation helpers (lib/utils.c) as one translation unit.
+ * libdeflate's compressor (lib/deflate_compress.c, with a 4 KiB match window) and its
+ * allocation helpers (lib/utils.c) as one translation unit, for qcow2 clusters; build.rs
+ * compiles it beside deflate_sync.c.
  *
  * Every external symbol is renamed with a deflate4k_ prefix: the libdeflate-sys crate links
- * the unmodified library (32 KiB window) into the same binary under the original names.
+ * the unmodified library (32 KiB window) into the same binary under the original names, and
+ * deflate_sync.c its own build.
  */
 #define libdeflate_alloc_compressor		deflate4k_alloc_compressor
 #define libdeflate_alloc_compressor_ex		deflate4k_alloc_compressor_ex

@@ -5,14 +5,12 @@
 //! Memory stays bounded: one L2 table, the L1 table (8 bytes per 512 MiB) and one 16-bit
 //! refcount per 64 KiB host cluster (32 KiB per GiB of output) besides the in-flight batches.
 
-use super::deflate4k;
-use crate::parallel::libdeflate::Compressor;
 use super::header::*;
 use crate::formats::source::{is_zero, RawDisk};
 use crate::formats::{DiskWriter, Qcow2Compat};
+use crate::parallel::libdeflate::{with_thread_compressor, Build};
 use crate::parallel::pipeline::ordered_map;
 use anyhow::{bail, Context, Result};
-use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
@@ -23,7 +21,7 @@ use std::os::unix::fs::FileExt;
 const BATCH_CLUSTERS: u64 = 32;
 /// Work items in flight on small machines.
 const WINDOW: usize = 8;
-/// Deflate level of libdeflate (its 4 KiB-window copy, [`Compressor`]). Measured with one run
+/// Deflate level of libdeflate (its 4 KiB-window build, [`Build::Window4k`]). Measured with one run
 /// of `stemcell convert --format qcow2 --compat 0.10` per level, against `qemu-img convert -c
 /// -O qcow2 -o compat=0.10` (zlib level 6, 4 KiB window), on the ci/bench.sh disk and on a
 /// real debian-bookworm OpenStack disk (1722 MiB allocated), with the entropy shortcut below:
@@ -122,20 +120,11 @@ fn looks_incompressible(cluster: &[u8]) -> bool {
     entropy > INCOMPRESSIBLE_ENTROPY
 }
 
-thread_local! {
-    static DEFLATE: RefCell<Option<Compressor>> = const { RefCell::new(None) };
-}
-
 /// Raw deflate of one cluster, or `None` when the stream would not be shorter than a cluster
 /// (QEMU's rule: such clusters are stored uncompressed).
 fn deflate(cluster: &[u8]) -> Result<Option<Vec<u8>>> {
-    DEFLATE.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.is_none() {
-            *c = Some(deflate4k::compressor(COMPRESSION_LEVEL)?);
-        }
-        Ok(c.as_mut()
-            .and_then(|c| c.compress(cluster, cluster.len() - 1)))
+    with_thread_compressor(Build::Window4k, COMPRESSION_LEVEL, |c| {
+        c.compress(cluster, cluster.len() - 1)
     })
 }
 
