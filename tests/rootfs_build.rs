@@ -96,6 +96,7 @@ fn members(tgz: &Path) -> Vec<(String, Vec<u8>)> {
         if path.starts_with("./etc/")
             || path.starts_with("./var/vcap")
             || path.starts_with("./usr/sbin/policy")
+            || path == "./var/lib/apt/extended_states"
         {
             e.read_to_end(&mut data).unwrap();
         }
@@ -236,6 +237,28 @@ fn build_kill_resume_export() {
     );
     let dev = std::fs::read_to_string(export::side_file(&out, "dev_tools_file_list.txt")).unwrap();
     assert_eq!(dev, "/usr/bin/gcc\n");
+    // apt: an install of packages all installed and manual does not run apt-get; one of an
+    // automatically installed package does, and marks it manual.
+    let log = std::fs::read_to_string(work.join("logs/02-users.log")).unwrap();
+    assert!(log.contains("apt: already installed: less file\n"), "{log}");
+    assert!(!log.contains("already installed: libmagic-mgc"), "{log}");
+    assert!(
+        pkgs.contains("ii  file ") && pkgs.contains("ii  libmagic-mgc "),
+        "{pkgs}"
+    );
+    let auto: Vec<String> = get("./var/lib/apt/extended_states")
+        .unwrap()
+        .split("\n\n")
+        .filter(|s| s.contains("Auto-Installed: 1"))
+        .filter_map(|s| {
+            s.lines()
+                .next()?
+                .strip_prefix("Package: ")
+                .map(String::from)
+        })
+        .collect();
+    assert!(auto.contains(&"libmagic1".to_string()), "{auto:?}");
+    assert!(!auto.contains(&"libmagic-mgc".to_string()), "{auto:?}");
 
     // 4. A rerun with no change only checks the cache.
     let t = Instant::now();

@@ -170,7 +170,8 @@ fn action_name(action: &Action) -> &'static str {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
-    /// apt-get install/purge in the chroot (`--no-install-recommends`).
+    /// apt-get install/purge in the chroot (`--no-install-recommends`; an install never upgrades
+    /// a package already there, and is skipped when all are installed and marked manual).
     Apt(AptAction),
     /// Write a file from inline `content` or a static `source` under `assets/`.
     File(FileAction),
