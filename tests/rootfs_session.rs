@@ -39,6 +39,13 @@ fn session_is_private_and_clean() {
     assert!(
         out.output.contains("LC_ALL=C") && out.output.contains("DEBIAN_FRONTEND=noninteractive")
     );
+    // zstd (mkinitramfs's compressor) on every core.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    assert!(
+        out.output.contains(&format!("ZSTD_NBTHREADS={cores}\n")),
+        "{}",
+        out.output
+    );
     assert!(
         out.output.contains("null") && out.output.contains("pts"),
         "{}",
