@@ -38,6 +38,13 @@ fn mtime_options(source_date_epoch: Option<u64>) -> String {
     }
 }
 
+/// The OS image is an intermediate (the stemcell builds read it), so its gzip level is the
+/// fastest that writes no more than the official builder's `tar -cz` (gzip -6). Measured on the
+/// debian-bookworm tarball with the release binary: level 6 exports in 8.0 s and writes
+/// 413.5 MB, level 5 in 7.0 s and 416.2 MB, level 4 in 6.0 s and 424.5 MB; GNU `gzip -6`
+/// writes 418.3 MB of the same tar.
+const GZIP_LEVEL: u32 = 5;
+
 /// Writes the merged view of `lower` (layer names, topmost first) to `output` as a gzip tarball.
 /// Returns the uncompressed tar size in bytes.
 pub fn write_tarball(
@@ -77,7 +84,10 @@ pub fn write_tarball(
             let file = out.file().try_clone().context("cannot reopen the output")?;
             let mut gz = ParallelGzWriter::new(
                 std::io::BufWriter::with_capacity(1 << 20, file),
-                GzOptions { level: 6, block_size: 1 << 20 },
+                GzOptions {
+                    level: GZIP_LEVEL,
+                    block_size: 1 << 20,
+                },
             );
             let total = std::io::copy(&mut InterruptibleRead(tar), &mut gz)
                 .with_context(|| format!("{}: cannot write", output.display()))?;
