@@ -124,6 +124,64 @@ pub fn build(disk: &File, part: &Extent, fs: &Ext4) -> Result<()> {
     run(cmd, &format!("mke2fs -d {}", fs.source.display()))?;
     if let Some(t) = fs.source_date_epoch {
         fix_inode_times(disk, part, t)?;
+        reset_lifetime_writes(disk, part)?;
+    }
+    Ok(())
+}
+
+/// Sets the superblock's lifetime-writes counter (`s_kbytes_written`) to 0 in every copy of
+/// the superblock. mke2fs and debugfs add the bytes they wrote to it, and mke2fs -d writes more
+/// or fewer zero blocks depending on how the source's files are laid out on the host (sparse or
+/// not, copied up by overlayfs or not), which changes nothing else in the filesystem.
+pub fn reset_lifetime_writes(disk: &File, part: &Extent) -> Result<()> {
+    let read_sb = |at: u64| -> Result<[u8; 1024]> {
+        let mut sb = [0u8; 1024];
+        disk.read_exact_at(&mut sb, part.offset() + at)
+            .context("cannot read an ext4 superblock")?;
+        if u16::from_le_bytes([sb[56], sb[57]]) != 0xEF53 {
+            bail!("no ext4 superblock at byte {at} of the root partition");
+        }
+        Ok(sb)
+    };
+    let primary = read_sb(1024)?;
+    let le32 = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as u64;
+    let block_size = 1024u64 << le32(&primary, 24);
+    let first_data_block = le32(&primary, 20);
+    let per_group = le32(&primary, 32);
+    let mut blocks = le32(&primary, 4);
+    if le32(&primary, 96) & 0x80 != 0 {
+        blocks |= le32(&primary, 336) << 32; // 64bit: s_blocks_count_hi
+    }
+    let sparse_super = le32(&primary, 100) & 0x1 != 0;
+    let metadata_csum = le32(&primary, 100) & 0x400 != 0;
+    let groups = (blocks - first_data_block).div_ceil(per_group);
+    // Groups holding a backup: all, or with sparse_super 1 and the powers of 3, 5 and 7.
+    let has_backup = |g: u64| {
+        let power_of = |b: u64| {
+            let mut n = b;
+            while n < g {
+                n *= b;
+            }
+            n == g
+        };
+        !sparse_super || g == 1 || power_of(3) || power_of(5) || power_of(7)
+    };
+    let crc32c = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+    for g in (0..groups).filter(|&g| g == 0 || has_backup(g)) {
+        let at = if g == 0 {
+            1024
+        } else {
+            (first_data_block + g * per_group) * block_size
+        };
+        let mut sb = read_sb(at)?;
+        sb[376..384].fill(0);
+        if metadata_csum {
+            // ext4's crc32c has no final inversion; CRC-32/ISCSI's has.
+            let sum = !crc32c.checksum(&sb[..1020]);
+            sb[1020..].copy_from_slice(&sum.to_le_bytes());
+        }
+        disk.write_all_at(&sb, part.offset() + at)
+            .context("cannot write an ext4 superblock")?;
     }
     Ok(())
 }
@@ -189,4 +247,102 @@ pub fn clamp_mtimes(root: &Path, t: u64) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::layout::Role;
+
+    fn dumpe2fs(image: &Path, superblock: Option<u64>) -> String {
+        let mut args = vec!["-h".to_string()];
+        if let Some(b) = superblock {
+            args.extend([
+                "-o".into(),
+                format!("superblock={b}"),
+                "-o".into(),
+                "blocksize=4096".into(),
+            ]);
+        }
+        args.push(format!("{}?offset=1048576", image.display()));
+        let out = std::process::Command::new("dumpe2fs")
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !stderr.contains("does not match"),
+            "{superblock:?}: {stderr}"
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A 1.3 GB filesystem (ten groups: backups in 1, 3, 5, 7 and 9) one MiB into the file,
+    /// written by mke2fs with some data; every superblock copy must lose its lifetime-writes
+    /// counter and keep a valid checksum (e2fsck refuses a copy whose checksum is wrong).
+    #[test]
+    fn lifetime_writes_reset_in_every_superblock_copy() {
+        let tmp = tempfile::tempdir_in("/var/tmp").unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("data"), vec![7u8; 4 << 20]).unwrap();
+        let image = tmp.path().join("disk");
+        let disk = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&image)
+            .unwrap();
+        let blocks: u64 = 10 * 32768;
+        disk.set_len((1 << 20) + blocks * BLOCK_SIZE).unwrap();
+        let conf = tmp.path().join("mke2fs.conf");
+        std::fs::write(&conf, MKE2FS_CONF).unwrap();
+        let out = std::process::Command::new("mke2fs")
+            .env("MKE2FS_CONFIG", &conf)
+            .args(["-q", "-F", "-t", "ext4", "-T", "default", "-b", "4096"])
+            .args(["-E", "offset=1048576", "-d"])
+            .arg(&src)
+            .arg(&image)
+            .arg(blocks.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let backups = [32768u64, 98304, 163840, 229376, 294912];
+        assert!(dumpe2fs(&image, None).contains("Lifetime writes:"));
+        assert!(dumpe2fs(&image, Some(backups[0])).contains("Lifetime writes:"));
+
+        let part = Extent {
+            role: Role::Root,
+            number: 1,
+            first_lba: 2048,
+            sectors: blocks * 8,
+        };
+        reset_lifetime_writes(&disk, &part).unwrap();
+
+        // dumpe2fs refuses a superblock copy whose checksum is wrong ("Superblock checksum
+        // does not match"); e2fsck checks the whole filesystem from the primary one.
+        for b in std::iter::once(None).chain(backups.map(Some)) {
+            let header = dumpe2fs(&image, b);
+            assert!(
+                !header.contains("Lifetime writes:"),
+                "superblock {b:?}: {header}"
+            );
+        }
+        let out = std::process::Command::new("e2fsck")
+            .arg("-fn")
+            .arg(format!("{}?offset=1048576", image.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
