@@ -53,12 +53,22 @@ impl MergedRoot {
             work: Some(merged.scratch.join("work").to_string_lossy().into_owned()),
             mountpoint: merged.root.clone(),
         };
-        let mut mount = std::process::Command::new("mount");
-        mount
-            .current_dir(&overlay.layers_dir)
-            .args(["-t", "overlay", "overlay", "-o", &overlay.mount_options()])
-            .arg(&overlay.mountpoint);
-        run(mount, &merged.root, "cannot mount the layer stack")?;
+        // metacopy=on: the disk assembly clamps the mtime of every file newer than
+        // SOURCE_DATE_EPOCH, and without it overlayfs copies each such file's data up into the
+        // scratch layer to change its metadata. A kernel without metacopy support refuses the
+        // option: mount without it then.
+        let options = overlay.mount_options();
+        let mount = |options: &str| {
+            let mut mount = std::process::Command::new("mount");
+            mount
+                .current_dir(&overlay.layers_dir)
+                .args(["-t", "overlay", "overlay", "-o", options])
+                .arg(&overlay.mountpoint);
+            run(mount, &merged.root, "cannot mount the layer stack")
+        };
+        if mount(&format!("{options},metacopy=on")).is_err() {
+            mount(&options)?;
+        }
         let mut undo = std::process::Command::new("/bin/sh");
         undo.args(["-e", "-c", UNDO_BUILD_ONLY]).env("ROOT", &merged.root);
         run(undo, &merged.root, "cannot undo the build-only changes")?;
