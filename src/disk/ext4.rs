@@ -129,22 +129,32 @@ pub fn build(disk: &File, part: &Extent, fs: &Ext4) -> Result<()> {
     Ok(())
 }
 
+/// The primary superblock's offset in the filesystem, and the size of every copy.
+const SUPERBLOCK_AT: u64 = 1024;
+const SUPERBLOCK_BYTES: usize = 1024;
+
+/// Reads the superblock copy `at` bytes into the root partition, checking its magic.
+fn read_superblock(disk: &File, part: &Extent, at: u64) -> Result<[u8; SUPERBLOCK_BYTES]> {
+    let mut sb = [0u8; SUPERBLOCK_BYTES];
+    disk.read_exact_at(&mut sb, part.offset() + at)
+        .context("cannot read an ext4 superblock")?;
+    if u16::from_le_bytes([sb[56], sb[57]]) != 0xEF53 {
+        bail!("no ext4 superblock at byte {at} of the root partition");
+    }
+    Ok(sb)
+}
+
+/// The little-endian u32 field at byte `at` of a superblock.
+fn le32(sb: &[u8], at: usize) -> u64 {
+    u32::from_le_bytes(sb[at..at + 4].try_into().unwrap()) as u64
+}
+
 /// Sets the superblock's lifetime-writes counter (`s_kbytes_written`) to 0 in every copy of
 /// the superblock. mke2fs and debugfs add the bytes they wrote to it, and mke2fs -d writes more
 /// or fewer zero blocks depending on how the source's files are laid out on the host (sparse or
 /// not, copied up by overlayfs or not), which changes nothing else in the filesystem.
 pub fn reset_lifetime_writes(disk: &File, part: &Extent) -> Result<()> {
-    let read_sb = |at: u64| -> Result<[u8; 1024]> {
-        let mut sb = [0u8; 1024];
-        disk.read_exact_at(&mut sb, part.offset() + at)
-            .context("cannot read an ext4 superblock")?;
-        if u16::from_le_bytes([sb[56], sb[57]]) != 0xEF53 {
-            bail!("no ext4 superblock at byte {at} of the root partition");
-        }
-        Ok(sb)
-    };
-    let primary = read_sb(1024)?;
-    let le32 = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as u64;
+    let primary = read_superblock(disk, part, SUPERBLOCK_AT)?;
     let block_size = 1024u64 << le32(&primary, 24);
     let first_data_block = le32(&primary, 20);
     let per_group = le32(&primary, 32);
@@ -168,17 +178,17 @@ pub fn reset_lifetime_writes(disk: &File, part: &Extent) -> Result<()> {
     };
     let crc32c = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
     for g in (0..groups).filter(|&g| g == 0 || has_backup(g)) {
-        let at = if g == 0 {
-            1024
+        let (at, mut sb) = if g == 0 {
+            (SUPERBLOCK_AT, primary)
         } else {
-            (first_data_block + g * per_group) * block_size
+            let at = (first_data_block + g * per_group) * block_size;
+            (at, read_superblock(disk, part, at)?)
         };
-        let mut sb = read_sb(at)?;
         sb[376..384].fill(0);
         if metadata_csum {
             // ext4's crc32c has no final inversion; CRC-32/ISCSI's has.
-            let sum = !crc32c.checksum(&sb[..1020]);
-            sb[1020..].copy_from_slice(&sum.to_le_bytes());
+            let sum = !crc32c.checksum(&sb[..SUPERBLOCK_BYTES - 4]);
+            sb[SUPERBLOCK_BYTES - 4..].copy_from_slice(&sum.to_le_bytes());
         }
         disk.write_all_at(&sb, part.offset() + at)
             .context("cannot write an ext4 superblock")?;
@@ -190,12 +200,8 @@ pub fn reset_lifetime_writes(disk: &File, part: &Extent) -> Result<()> {
 /// order from the first group, so the used ones are 2 (root), the reserved ones and 11..=N
 /// where N = inodes_count - free_inodes_count.
 fn fix_inode_times(disk: &File, part: &Extent, t: u64) -> Result<()> {
-    let mut sb = [0u8; 20];
-    disk.read_exact_at(&mut sb, part.offset() + 1024)
-        .context("cannot read the ext4 superblock")?;
-    let count = u32::from_le_bytes(sb[0..4].try_into().unwrap()) as u64;
-    let free = u32::from_le_bytes(sb[16..20].try_into().unwrap()) as u64;
-    let last = count - free;
+    let sb = read_superblock(disk, part, SUPERBLOCK_AT)?;
+    let last = le32(&sb, 0) - le32(&sb, 16);
     let mut script =
         tempfile::NamedTempFile::new().context("cannot create a temporary debugfs script")?;
     {
@@ -296,32 +302,25 @@ mod tests {
             .unwrap();
         let blocks: u64 = 10 * 32768;
         disk.set_len((1 << 20) + blocks * BLOCK_SIZE).unwrap();
-        let conf = tmp.path().join("mke2fs.conf");
-        std::fs::write(&conf, MKE2FS_CONF).unwrap();
-        let out = std::process::Command::new("mke2fs")
-            .env("MKE2FS_CONFIG", &conf)
-            .args(["-q", "-F", "-t", "ext4", "-T", "default", "-b", "4096"])
-            .args(["-E", "offset=1048576", "-d"])
-            .arg(&src)
-            .arg(&image)
-            .arg(blocks.to_string())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let backups = [32768u64, 98304, 163840, 229376, 294912];
-        assert!(dumpe2fs(&image, None).contains("Lifetime writes:"));
-        assert!(dumpe2fs(&image, Some(backups[0])).contains("Lifetime writes:"));
-
         let part = Extent {
             role: Role::Root,
             number: 1,
             first_lba: 2048,
             sectors: blocks * 8,
         };
+        // Without SOURCE_DATE_EPOCH, build leaves mke2fs's counter in place.
+        let fs = Ext4 {
+            source: &src,
+            uuid: uuid::Uuid::from_u128(1),
+            hash_seed: uuid::Uuid::from_u128(2),
+            usage: crate::disk::usage::measure(&src).unwrap(),
+            source_date_epoch: None,
+        };
+        build(&disk, &part, &fs).unwrap();
+        let backups = [32768u64, 98304, 163840, 229376, 294912];
+        assert!(dumpe2fs(&image, None).contains("Lifetime writes:"));
+        assert!(dumpe2fs(&image, Some(backups[0])).contains("Lifetime writes:"));
+
         reset_lifetime_writes(&disk, &part).unwrap();
 
         // dumpe2fs refuses a superblock copy whose checksum is wrong ("Superblock checksum
