@@ -120,6 +120,12 @@ fn build_kill_resume_export() {
     );
     signal_group(&child, nix::sys::signal::Signal::SIGKILL);
     child.wait().unwrap();
+    // The bootstrap keeps mmdebstrap's package lists, so base's install fetches none.
+    let base_log = std::fs::read_to_string(work.join("logs/01-base.log")).unwrap();
+    assert!(
+        base_log.contains("Unpacking less") && !base_log.contains("InRelease"),
+        "{base_log}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         rootfs::mounts_under(tmp.path()),

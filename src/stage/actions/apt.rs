@@ -26,7 +26,8 @@ const INSTALLED_MANUALLY: &str = r#"installed_manually() {
 }
 "#;
 
-/// The bootstrap leaves no package lists; fetch them when a stage first needs them.
+/// Package lists, fetched when a stage needs them and none are there (a bootstrap cached by an
+/// older builder, which removed mmdebstrap's).
 const LISTS: &str = "ls /var/lib/apt/lists/ | grep -q '_Packages$' || apt-get -q update\n";
 
 pub fn apply(a: &AptAction, ctx: &mut ActionContext) -> Result<()> {
