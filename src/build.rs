@@ -7,11 +7,11 @@
 //! image stages and every stemcell stage whose key does not depend on the infrastructure run
 //! once); the disk assembly and packing of the infrastructures then run in parallel.
 
-use crate::recipe::arch::Arch;
 use crate::disk::{self, BootModes, DiskIds, DiskSize, DiskSpec, GrubPassword, PartitionTable};
 use crate::formats::{Firmware, OvfOptions};
 use crate::progress::Steps;
 use crate::recipe::agent_settings::AgentConfig;
+use crate::recipe::arch::Arch;
 use crate::recipe::infrastructure::{self, BootMode, Infrastructure};
 use crate::recipe::plan::Plan;
 use crate::recipe::resolve::{resolve, PlanOptions};
@@ -20,9 +20,9 @@ use crate::rootfs::merged::{self, MergedRoot};
 use crate::rootfs::{interrupt, layers::LayerStore};
 use crate::stage::inputs;
 use crate::stage::runner::{self, RunOptions, StepTiming};
+use crate::stemcell::image::ImageKind;
 use crate::stemcell::pack::{self, ImageSource, Packed};
 use crate::stemcell::spec::InfrastructureStemcells;
-use crate::stemcell::image::ImageKind;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -97,7 +97,14 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
         let given = req.inputs.iter().find(|(n, _, _)| *n == name);
         let location = given.and_then(|(_, l, _)| l.as_deref());
         let sha = given.and_then(|(_, _, s)| s.as_deref());
-        if let Some(spec) = inputs::select(&assets, name, req.arch, location, sha, req.no_blobstore_clis)? {
+        if let Some(spec) = inputs::select(
+            &assets,
+            name,
+            req.arch,
+            location,
+            sha,
+            req.no_blobstore_clis,
+        )? {
             chosen.push((spec, location.is_none()));
         }
     }
@@ -134,7 +141,8 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
             match stemcell_root(req, infra, &input_vars, &inputs_dir, base.as_deref()) {
                 Ok((root, seed, family, stage_timings)) => {
                     timings.extend(stage_timings);
-                    handles.push(s.spawn(move || finish_stemcell(req, infra, &root, &seed, &family)));
+                    handles
+                        .push(s.spawn(move || finish_stemcell(req, infra, &root, &seed, &family)));
                 }
                 Err(e) => {
                     failed = Some(Err(e));
@@ -142,8 +150,10 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
                 }
             }
         }
-        let mut results: Vec<_> =
-            handles.into_iter().map(|h| h.join().expect("stemcell thread panicked")).collect();
+        let mut results: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("stemcell thread panicked"))
+            .collect();
         results.extend(failed);
         results
     });
@@ -197,16 +207,25 @@ fn stemcell_root(
             from_stage: None,
             phase: None,
             quiet: false,
-            binds: vec![(inputs_dir.to_path_buf(), inputs::RUN_INPUTS_NAME.to_string())],
+            binds: vec![(
+                inputs_dir.to_path_buf(),
+                inputs::RUN_INPUTS_NAME.to_string(),
+            )],
         },
     )?;
     let timings = run
         .timings
         .iter()
-        .map(|t| StepTiming { name: format!("{}/{}", infra.name, t.name), ..t.clone() })
+        .map(|t| StepTiming {
+            name: format!("{}/{}", infra.name, t.name),
+            ..t.clone()
+        })
         .collect();
     let root = MergedRoot::mount(&run.store, &run.layers, &infra.name)?;
-    let seed = format!("{}/{}/{}/{}", req.os, infra.name, req.version, run.layers[0]);
+    let seed = format!(
+        "{}/{}/{}/{}",
+        req.os, infra.name, req.version, run.layers[0]
+    );
     // `run` drops here, which releases the layer store for the next infrastructure.
     Ok((root, seed, plan.os.family.clone(), timings))
 }
@@ -223,7 +242,8 @@ pub fn stemcell_plan_options(
     mirror: Option<String>,
     input_vars: &[(String, String)],
 ) -> Result<PlanOptions> {
-    let agent_json = AgentConfig::from_infrastructure_value(&infra.name, os, &infra.agent)?.to_json();
+    let agent_json =
+        AgentConfig::from_infrastructure_value(&infra.name, os, &infra.agent)?.to_json();
     let mut extra_vars = input_vars.to_vec();
     extra_vars.push(("agent_json".into(), agent_json));
     extra_vars.push(("stemcell_git_sha1".into(), git_sha1(root)));
@@ -262,18 +282,31 @@ fn finish_stemcell(
     if !warden {
         disk::grub::prepare_root(root, &root_uuid)?;
         for argv in disk::grub::mkimage_commands(spec.arch, spec.boot.bios, spec.boot.uefi) {
-            let cmd = argv.iter().map(|a| sh_quote(a)).collect::<Vec<_>>().join(" ");
+            let cmd = argv
+                .iter()
+                .map(|a| sh_quote(a))
+                .collect::<Vec<_>>()
+                .join(" ");
             let out = session.output(&cmd)?;
             if out.status != 0 {
-                bail!("{}: grub-mkimage failed in the image: {}", root.display(), out.output.trim());
+                bail!(
+                    "{}: grub-mkimage failed in the image: {}",
+                    root.display(),
+                    out.output.trim()
+                );
             }
         }
     }
     let packages = session.output("dpkg -l")?;
     if packages.status != 0 {
-        bail!("{}: dpkg -l failed in the image: {}", root.display(), packages.output.trim());
+        bail!(
+            "{}: dpkg -l failed in the image: {}",
+            root.display(),
+            packages.output.trim()
+        );
     }
-    let dev_tools = std::fs::read(root.join("var/vcap/bosh/etc/dev_tools_file_list")).unwrap_or_default();
+    let dev_tools =
+        std::fs::read(root.join("var/vcap/bosh/etc/dev_tools_file_list")).unwrap_or_default();
     timings.push(step(&steps, &format!("{}/grub-images", infra.name), start));
     interrupt::check()?;
 
@@ -282,12 +315,17 @@ fn finish_stemcell(
     // The raw disk is an intermediate (removed with the scratch layer) unless asked to keep it.
     let raw = if req.keep_disks {
         let disks = req.work_dir.join("disks");
-        std::fs::create_dir_all(&disks).with_context(|| format!("{}: cannot create", disks.display()))?;
+        std::fs::create_dir_all(&disks)
+            .with_context(|| format!("{}: cannot create", disks.display()))?;
         disks.join(format!("{}.raw", infra.name))
     } else {
         merged.scratch_path("disk.raw")
     };
-    let assembled = if warden { None } else { Some(disk::assemble(root, &spec, &raw, true)?) };
+    let assembled = if warden {
+        None
+    } else {
+        Some(disk::assemble(root, &spec, &raw, true)?)
+    };
     timings.push(step(&steps, &format!("{}/disk", infra.name), start));
     interrupt::check()?;
 
@@ -295,12 +333,24 @@ fn finish_stemcell(
     steps.start(&format!("{}/pack", infra.name));
     let ovf = OvfOptions {
         name: "stemcell".into(),
-        firmware: if spec.boot.uefi { Firmware::Efi } else { Firmware::Bios },
+        firmware: if spec.boot.uefi {
+            Firmware::Efi
+        } else {
+            Firmware::Bios
+        },
         cpus: 1,
         memory_mib: 512,
     };
     let mut packed = Vec::new();
-    for s in infra.pack_specs(&req.os, req.arch, &req.version, packages.output.as_bytes(), &dev_tools, &ovf, req.force)? {
+    for s in infra.pack_specs(
+        &req.os,
+        req.arch,
+        &req.version,
+        packages.output.as_bytes(),
+        &dev_tools,
+        &ovf,
+        req.force,
+    )? {
         let source = if s.image_kind == ImageKind::FilesTar {
             ImageSource::RootDir(root)
         } else {
@@ -320,12 +370,24 @@ fn finish_stemcell(
     }
     timings.push(step(&steps, &format!("{}/pack", infra.name), start));
     let grub_password = assembled.and_then(|a| a.generated_grub_password);
-    Ok((Built { infrastructure: infra.name.clone(), packed, grub_password }, timings))
+    Ok((
+        Built {
+            infrastructure: infra.name.clone(),
+            packed,
+            grub_password,
+        },
+        timings,
+    ))
 }
 
 /// The infrastructure's disk: its size, layout, boot modes and console options; ids derived
 /// from the inputs when SOURCE_DATE_EPOCH asks for a reproducible build.
-fn disk_spec(req: &BuildRequest, infra: &Infrastructure, seed: &str, os_family: &str) -> Result<DiskSpec> {
+fn disk_spec(
+    req: &BuildRequest,
+    infra: &Infrastructure,
+    seed: &str,
+    os_family: &str,
+) -> Result<DiskSpec> {
     let epoch = disk::layout::source_date_epoch_from_env()?;
     let ids = match epoch {
         Some(e) => DiskIds::from_seed(&format!("{seed}/{e}")),
@@ -348,11 +410,17 @@ fn disk_spec(req: &BuildRequest, infra: &Infrastructure, seed: &str, os_family: 
         // UEFI only: there is no BIOS to boot from on arm64.
         spec.boot.bios = false;
         if !spec.boot.uefi {
-            bail!("{}: {} boots by BIOS only, and {} stemcells boot by UEFI", infra.file.display(), infra.name, req.arch);
+            bail!(
+                "{}: {} boots by BIOS only, and {} stemcells boot by UEFI",
+                infra.file.display(),
+                infra.name,
+                req.arch
+            );
         }
     }
     spec.kernel_options = disk::bootcfg::kernel_options_for(req.arch, spec.kernel_options);
-    spec.kernel_options.extend(infra.kernel_cmdline.iter().cloned());
+    spec.kernel_options
+        .extend(infra.kernel_cmdline.iter().cloned());
     if os_family == "debian" {
         // Debian's initramfs-tools sleeps for the whole rootdelay on every boot (Ubuntu's only
         // waits up to it for the root device): five minutes lost per boot.
@@ -373,7 +441,10 @@ fn import_os_image(tgz: &Path, work_dir: &Path, os: &str, arch: Arch) -> Result<
     let store = LayerStore::open(work_dir)?;
     let same_arch = |dir: &Path| match crate::rootfs::chroot::root_arch(dir) {
         Some(found) if found != arch => {
-            bail!("{}: an {found} OS image, and this build is for {arch} (--arch {found})", tgz.display())
+            bail!(
+                "{}: an {found} OS image, and this build is for {arch} (--arch {found})",
+                tgz.display()
+            )
         }
         _ => Ok(()),
     };
@@ -388,7 +459,10 @@ fn import_os_image(tgz: &Path, work_dir: &Path, os: &str, arch: Arch) -> Result<
             bail!("{}: not an OS image (no /etc/os-release)", tgz.display());
         }
         if !dir.join("usr/bin/dpkg").exists() {
-            bail!("{}: not a Debian or Ubuntu OS image (no /usr/bin/dpkg)", tgz.display());
+            bail!(
+                "{}: not a Debian or Ubuntu OS image (no /usr/bin/dpkg)",
+                tgz.display()
+            );
         }
         same_arch(&dir)
     });
@@ -397,18 +471,26 @@ fn import_os_image(tgz: &Path, work_dir: &Path, os: &str, arch: Arch) -> Result<
         return Err(e);
     }
     store.commit(&key)?;
-    crate::rootfs::cache::record(&store, &key, &crate::rootfs::cache::LayerRecord {
-        os: os.to_string(),
-        phase: "import".into(),
-        stage: tgz.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-        ..Default::default()
-    });
+    crate::rootfs::cache::record(
+        &store,
+        &key,
+        &crate::rootfs::cache::LayerRecord {
+            os: os.to_string(),
+            phase: "import".into(),
+            stage: tgz
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            ..Default::default()
+        },
+    );
     Ok(key)
 }
 
 /// The layer key of an imported OS image: its content's digest.
 pub fn import_key(tgz: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(tgz).with_context(|| format!("{}: cannot open", tgz.display()))?;
+    let mut f =
+        std::fs::File::open(tgz).with_context(|| format!("{}: cannot open", tgz.display()))?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).with_context(|| format!("{}: cannot read", tgz.display()))?;
     Ok(format!("import-{}", &hex::encode(h.finalize())[..32]))
@@ -431,14 +513,23 @@ pub fn rebase_on_import(plan: &mut Plan, base_key: &str) {
 /// The builder's own git HEAD (plus `+` when the tree is dirty), as the official
 /// `stemcell_git_sha1`; `unknown` outside a checkout.
 fn git_sha1(root: &Path) -> String {
-    let head = duct::cmd!("git", "-C", root, "rev-parse", "HEAD").stderr_null().read();
+    let head = duct::cmd!("git", "-C", root, "rev-parse", "HEAD")
+        .stderr_null()
+        .read();
     match head {
         Ok(h) => {
-            let dirty = duct::cmd!("git", "-C", root, "status", "--porcelain", "--untracked-files=no")
-                .stderr_null()
-                .read()
-                .map(|s| !s.trim().is_empty())
-                .unwrap_or(false);
+            let dirty = duct::cmd!(
+                "git",
+                "-C",
+                root,
+                "status",
+                "--porcelain",
+                "--untracked-files=no"
+            )
+            .stderr_null()
+            .read()
+            .map(|s| !s.trim().is_empty())
+            .unwrap_or(false);
             format!("{}{}", h.trim(), if dirty { "+" } else { "" })
         }
         Err(_) => "unknown".into(),
@@ -448,7 +539,11 @@ fn git_sha1(root: &Path) -> String {
 /// Ends a step: its line on the progress display and its timing.
 fn step(steps: &Steps, name: &str, start: Instant) -> StepTiming {
     steps.finish(name, false, start.elapsed());
-    StepTiming { name: name.to_string(), cached: false, duration: start.elapsed() }
+    StepTiming {
+        name: name.to_string(),
+        cached: false,
+        duration: start.elapsed(),
+    }
 }
 
 /// "=== Build duration report": every step, then the total.
@@ -456,10 +551,18 @@ pub fn report(timings: &[StepTiming]) -> String {
     let width = timings.iter().map(|t| t.name.len()).max().unwrap_or(5);
     let mut s = String::from("=== Build duration report\n");
     for t in timings {
-        let how = if t.cached { "cached".to_string() } else { format!("{:.1}s", t.duration.as_secs_f64()) };
+        let how = if t.cached {
+            "cached".to_string()
+        } else {
+            format!("{:.1}s", t.duration.as_secs_f64())
+        };
         s.push_str(&format!("  {:width$}  {how}\n", t.name));
     }
     let total: Duration = timings.iter().map(|t| t.duration).sum();
-    s.push_str(&format!("  {:width$}  {:.1}s\n", "total", total.as_secs_f64()));
+    s.push_str(&format!(
+        "  {:width$}  {:.1}s\n",
+        "total",
+        total.as_secs_f64()
+    ));
     s
 }

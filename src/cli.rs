@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use stemcell::recipe::arch::Arch;
 
 #[derive(Parser, Debug)]
-#[command(name = "stemcell", version, about = "Build, convert, package and check BOSH stemcells")]
+#[command(
+    name = "stemcell",
+    version,
+    about = "Build, convert, package and check BOSH stemcells"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -253,9 +257,21 @@ impl InputArgs {
     fn by_name(&self) -> Vec<(&'static str, Option<String>, Option<String>)> {
         vec![
             ("bosh-agent", self.agent.clone(), self.agent_sha256.clone()),
-            ("bosh-blobstore-dav", self.blobstore_dav.clone(), self.blobstore_dav_sha256.clone()),
-            ("bosh-blobstore-gcs", self.blobstore_gcs.clone(), self.blobstore_gcs_sha256.clone()),
-            ("bosh-blobstore-s3", self.blobstore_s3.clone(), self.blobstore_s3_sha256.clone()),
+            (
+                "bosh-blobstore-dav",
+                self.blobstore_dav.clone(),
+                self.blobstore_dav_sha256.clone(),
+            ),
+            (
+                "bosh-blobstore-gcs",
+                self.blobstore_gcs.clone(),
+                self.blobstore_gcs_sha256.clone(),
+            ),
+            (
+                "bosh-blobstore-s3",
+                self.blobstore_s3.clone(),
+                self.blobstore_s3_sha256.clone(),
+            ),
             (
                 "bosh-blobstore-azure-storage",
                 self.blobstore_azure_storage.clone(),
@@ -269,7 +285,10 @@ impl InputArgs {
     fn os(&self, root: &std::path::Path) -> Result<String> {
         match &self.os_image {
             Some(tgz) => stemcell::rootfs::os_release::os_of_image(root, tgz, self.os.as_deref()),
-            None => Ok(self.os.clone().unwrap_or_else(|| stemcell::recipe::os::DEFAULT_OS.to_string())),
+            None => Ok(self
+                .os
+                .clone()
+                .unwrap_or_else(|| stemcell::recipe::os::DEFAULT_OS.to_string())),
         }
     }
 }
@@ -400,7 +419,11 @@ pub fn command() -> clap::Command {
     use clap::CommandFactory;
     use stemcell::recipe::{os, resolve};
     let root = resolve::project_root();
-    let infras = resolve::infrastructure_names(&root).ok().flatten().unwrap_or_default().join(", ");
+    let infras = resolve::infrastructure_names(&root)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+        .join(", ");
     let oses = os::names(&root).unwrap_or_default().join(", ");
     let names = format!(
         "Infrastructures (infrastructures/*.yaml): {infras}\nOperating systems (stages/os/*.yaml): {oses} (default {})\n\n",
@@ -409,7 +432,11 @@ pub fn command() -> clap::Command {
     let mut cmd = Cli::command();
     for (path, examples) in EXAMPLES {
         let text = |name: &str| {
-            let pre = if WITH_NAMES.contains(&name) { names.as_str() } else { "" };
+            let pre = if WITH_NAMES.contains(&name) {
+                names.as_str()
+            } else {
+                ""
+            };
             format!("{pre}Examples:\n  {examples}")
         };
         cmd = match path.split_once(' ') {
@@ -428,7 +455,10 @@ pub fn command() -> clap::Command {
 
 pub fn run(cli: Cli) -> Result<()> {
     // The commands that write disk images show their bytes and rate while they do.
-    if matches!(cli.command, Command::Convert(_) | Command::Package(_) | Command::Build(_)) {
+    if matches!(
+        cli.command,
+        Command::Convert(_) | Command::Package(_) | Command::Build(_)
+    ) {
         stemcell::progress::show_bytes();
     }
     match cli.command {
@@ -465,7 +495,11 @@ fn convert(a: ConvertArgs) -> Result<()> {
         FormatName::Vmdk => Format::Vmdk,
         FormatName::Ova => Format::Ova(OvfOptions {
             name: a.name,
-            firmware: if a.firmware == "bios" { Firmware::Bios } else { Firmware::Efi },
+            firmware: if a.firmware == "bios" {
+                Firmware::Bios
+            } else {
+                Firmware::Efi
+            },
             cpus: 1,
             memory_mib: 512,
         }),
@@ -496,29 +530,63 @@ fn package(a: PackageArgs) -> Result<()> {
         }
     };
     let (packages, dev_tools) = (read(&a.packages)?, read(&a.dev_tools)?);
-    std::fs::create_dir_all(&a.output_dir)
-        .with_context(|| format!("{}: cannot create the output directory", a.output_dir.display()))?;
-    let firmware = if a.firmware == "bios" { Firmware::Bios } else { Firmware::Efi };
+    std::fs::create_dir_all(&a.output_dir).with_context(|| {
+        format!(
+            "{}: cannot create the output directory",
+            a.output_dir.display()
+        )
+    })?;
+    let firmware = if a.firmware == "bios" {
+        Firmware::Bios
+    } else {
+        Firmware::Efi
+    };
     use stemcell::stemcell::spec::InfrastructureStemcells;
-    let specs = infra.pack_specs(&a.os, a.arch, &a.version, &packages, &dev_tools, &OvfOptions {
-        name: format!("{}-{}", infra.name, a.os),
-        firmware,
-        cpus: 1,
-        memory_mib: 512,
-    }, a.force)?;
+    let specs = infra.pack_specs(
+        &a.os,
+        a.arch,
+        &a.version,
+        &packages,
+        &dev_tools,
+        &OvfOptions {
+            name: format!("{}-{}", infra.name, a.os),
+            firmware,
+            cpus: 1,
+            memory_mib: 512,
+        },
+        a.force,
+    )?;
     let specs: Vec<_> = specs
         .into_iter()
-        .filter(|s| a.disk_formats.is_empty() || a.disk_formats.contains(&s.manifest.cloud_properties.disk_format))
+        .filter(|s| {
+            a.disk_formats.is_empty()
+                || a.disk_formats
+                    .contains(&s.manifest.cloud_properties.disk_format)
+        })
         .collect();
     if specs.is_empty() {
-        let known: Vec<&str> = infra.outputs.iter().map(|o| o.disk_format.as_str()).collect();
-        bail!("--disk-format {}: {} has outputs {}", a.disk_formats.join(","), infra.name, known.join(", "));
+        let known: Vec<&str> = infra
+            .outputs
+            .iter()
+            .map(|o| o.disk_format.as_str())
+            .collect();
+        bail!(
+            "--disk-format {}: {} has outputs {}",
+            a.disk_formats.join(","),
+            infra.name,
+            known.join(", ")
+        );
     }
     let mut written: Vec<PathBuf> = Vec::new();
     for spec in &specs {
         match pack(spec, ImageSource::Disk(&a.disk), &a.output_dir) {
             Ok(p) => {
-                println!("{}  {} bytes  sha1 {}", p.tarball.path.display(), p.tarball.size, p.tarball.sha1);
+                println!(
+                    "{}  {} bytes  sha1 {}",
+                    p.tarball.path.display(),
+                    p.tarball.size,
+                    p.tarball.sha1
+                );
                 written.push(p.tarball.path);
             }
             Err(e) => {
@@ -535,7 +603,11 @@ fn package(a: PackageArgs) -> Result<()> {
 
 fn light(a: LightArgs) -> Result<()> {
     use stemcell::stemcell::light::{make_light, parse_amis, LightTarget};
-    let given = [!a.amis.is_empty(), a.image_url.is_some(), a.image_id.is_some()];
+    let given = [
+        !a.amis.is_empty(),
+        a.image_url.is_some(),
+        a.image_id.is_some(),
+    ];
     if given.iter().filter(|g| **g).count() != 1 {
         bail!("light: give exactly one of --ami REGION=ID (aws), --image-url URL (google), --image-id ID (openstack)");
     }
@@ -546,8 +618,12 @@ fn light(a: LightArgs) -> Result<()> {
     } else {
         LightTarget::Openstack(a.image_id.unwrap_or_default())
     };
-    std::fs::create_dir_all(&a.output_dir)
-        .with_context(|| format!("{}: cannot create the output directory", a.output_dir.display()))?;
+    std::fs::create_dir_all(&a.output_dir).with_context(|| {
+        format!(
+            "{}: cannot create the output directory",
+            a.output_dir.display()
+        )
+    })?;
     let w = make_light(&a.from, &target, &a.output_dir, a.force)?;
     println!("{}  {} bytes  sha1 {}", w.path.display(), w.size, w.sha1);
     Ok(())
@@ -587,7 +663,11 @@ fn verify(a: InspectArgs) -> Result<()> {
     }
     if !found.is_ok() {
         // Exit status from errors only; warnings never fail.
-        bail!("{file}: {} error(s), {} warning(s)", found.errors.len(), found.warnings.len());
+        bail!(
+            "{file}: {} error(s), {} warning(s)",
+            found.errors.len(),
+            found.warnings.len()
+        );
     }
     Ok(())
 }
@@ -610,7 +690,11 @@ fn os_image(a: OsImageArgs) -> Result<()> {
     interrupt::install();
     export::remove_stale_outputs(&a.output);
     let side = |suffix: &str| export::side_file(&a.output, suffix);
-    for p in [a.output.clone(), side("packages.txt"), side("dev_tools_file_list.txt")] {
+    for p in [
+        a.output.clone(),
+        side("packages.txt"),
+        side("dev_tools_file_list.txt"),
+    ] {
         if !a.force && p.symlink_metadata().is_ok() {
             bail!("{}: output exists (use --force to overwrite)", p.display());
         }
@@ -624,7 +708,13 @@ fn os_image(a: OsImageArgs) -> Result<()> {
     };
     let built = runner::run(&plan, &options)?;
     create_parent(&a.output)?;
-    export::write_os_image(&built.store, &built.layers, plan.source_date_epoch, &a.output, a.force)?;
+    export::write_os_image(
+        &built.store,
+        &built.layers,
+        plan.source_date_epoch,
+        &a.output,
+        a.force,
+    )?;
     eprint!("{}", built.report());
     eprintln!("{}", a.output.display());
     Ok(())
@@ -660,7 +750,10 @@ fn plan(a: PlanArgs) -> Result<()> {
     if a.json {
         return print_json(&report);
     }
-    println!("os: {}  arch: {}  mirror: {}", report.os, report.arch, report.mirror);
+    println!(
+        "os: {}  arch: {}  mirror: {}",
+        report.os, report.arch, report.mirror
+    );
     let row = |phase: &str, name: &str, key: &str, status: &str, description: &str| {
         println!("{phase:<9} {name:<30} {key:<12} {status:<13} {description}");
     };
@@ -670,7 +763,13 @@ fn plan(a: PlanArgs) -> Result<()> {
         }
         row("PHASE", "STAGE", "KEY", "STATUS", "DESCRIPTION");
         for r in &p.stages {
-            row(&r.phase, &r.name, r.key.as_deref().map(short_key).unwrap_or("?"), &r.status, &r.description);
+            row(
+                &r.phase,
+                &r.name,
+                r.key.as_deref().map(short_key).unwrap_or("?"),
+                &r.status,
+                &r.description,
+            );
         }
     }
     Ok(())
@@ -721,7 +820,12 @@ fn build(a: BuildArgs) -> Result<()> {
                     "sha256": sha256_file(&p.tarball.path)?,
                 }));
             } else {
-                println!("{}  {} bytes  sha1 {}", p.tarball.path.display(), p.tarball.size, p.tarball.sha1);
+                println!(
+                    "{}  {} bytes  sha1 {}",
+                    p.tarball.path.display(),
+                    p.tarball.size,
+                    p.tarball.sha1
+                );
             }
         }
         if let Some(pw) = &b.grub_password {
@@ -766,16 +870,30 @@ fn cache_list(a: CacheListArgs) -> Result<()> {
     if a.json {
         return print_json(&l);
     }
-    println!("work directory: {}  total {}", l.work_dir.display(), human_size(l.total_bytes));
-    println!("{:<16} {:<10} {:<30} {:<11} {:<12} {:>9} {:>9}", "OS", "PHASE", "STAGE", "INFRA", "KEY", "SIZE", "LAST USE");
+    println!(
+        "work directory: {}  total {}",
+        l.work_dir.display(),
+        human_size(l.total_bytes)
+    );
+    println!(
+        "{:<16} {:<10} {:<30} {:<11} {:<12} {:>9} {:>9}",
+        "OS", "PHASE", "STAGE", "INFRA", "KEY", "SIZE", "LAST USE"
+    );
     for x in &l.layers {
-        let r = x.record.clone().unwrap_or_else(|| stemcell::rootfs::cache::LayerRecord {
-            os: "?".into(),
-            phase: "?".into(),
-            stage: "(no record)".into(),
-            ..Default::default()
-        });
-        let stage = if x.complete { r.stage } else { format!("{} (incomplete)", r.stage) };
+        let r = x
+            .record
+            .clone()
+            .unwrap_or_else(|| stemcell::rootfs::cache::LayerRecord {
+                os: "?".into(),
+                phase: "?".into(),
+                stage: "(no record)".into(),
+                ..Default::default()
+            });
+        let stage = if x.complete {
+            r.stage
+        } else {
+            format!("{} (incomplete)", r.stage)
+        };
         println!(
             "{:<16} {:<10} {:<30} {:<11} {:<12} {:>9} {:>9}",
             r.os,
@@ -788,7 +906,13 @@ fn cache_list(a: CacheListArgs) -> Result<()> {
         );
     }
     for f in &l.files {
-        println!("{:<16} {:>9} {:>9}  {}", f.kind, human_size(f.bytes), human_age(f.age_seconds), f.path.display());
+        println!(
+            "{:<16} {:>9} {:>9}  {}",
+            f.kind,
+            human_size(f.bytes),
+            human_age(f.age_seconds),
+            f.path.display()
+        );
     }
     Ok(())
 }
@@ -796,13 +920,21 @@ fn cache_list(a: CacheListArgs) -> Result<()> {
 fn cache_prune(a: CachePruneArgs) -> Result<()> {
     use stemcell::rootfs::cache::{human_size, prune, PruneOptions};
     if a.older_than.is_some_and(|d| d.is_nan() || d < 0.0) {
-        bail!("--older-than {}: expected a number of days, 0 or more", a.older_than.unwrap_or_default());
+        bail!(
+            "--older-than {}: expected a number of days, 0 or more",
+            a.older_than.unwrap_or_default()
+        );
     }
-    let p = prune(&a.work_dir, &PruneOptions {
-        keep_latest: a.keep_latest,
-        older_than: a.older_than.map(|d| std::time::Duration::from_secs_f64(d * 86_400.0)),
-        dry_run: a.dry_run,
-    })?;
+    let p = prune(
+        &a.work_dir,
+        &PruneOptions {
+            keep_latest: a.keep_latest,
+            older_than: a
+                .older_than
+                .map(|d| std::time::Duration::from_secs_f64(d * 86_400.0)),
+            dry_run: a.dry_run,
+        },
+    )?;
     let verb = if a.dry_run { "would remove" } else { "removed" };
     for k in &p.layers {
         println!("{verb} layer {k}");
@@ -810,7 +942,12 @@ fn cache_prune(a: CachePruneArgs) -> Result<()> {
     for f in &p.files {
         println!("{verb} {}", f.display());
     }
-    println!("{verb} {} layer(s), {} file(s), {}", p.layers.len(), p.files.len(), human_size(p.bytes));
+    println!(
+        "{verb} {} layer(s), {} file(s), {}",
+        p.layers.len(),
+        p.files.len(),
+        human_size(p.bytes)
+    );
     Ok(())
 }
 
@@ -946,7 +1083,11 @@ fn boot_metadata(a: BootMetadataArgs) -> Result<()> {
     // A stuck connection must not outlive its VM.
     // SAFETY: alarm only schedules SIGALRM, whose default action ends this process.
     unsafe { libc::alarm(60) };
-    stemcell::boot::metadata::serve_one(&a.site, &mut std::io::stdin().lock(), &mut std::io::stdout().lock())
+    stemcell::boot::metadata::serve_one(
+        &a.site,
+        &mut std::io::stdin().lock(),
+        &mut std::io::stdout().lock(),
+    )
 }
 
 #[cfg(test)]
@@ -957,18 +1098,37 @@ mod tests {
     #[test]
     fn every_command_and_flag_is_explained() {
         let cmd = command();
-        let mut todo: Vec<(String, &clap::Command)> = cmd.get_subcommands().map(|c| (c.get_name().to_string(), c)).collect();
+        let mut todo: Vec<(String, &clap::Command)> = cmd
+            .get_subcommands()
+            .map(|c| (c.get_name().to_string(), c))
+            .collect();
         let mut seen = 0;
         while let Some((path, c)) = todo.pop() {
             if c.has_subcommands() {
-                todo.extend(c.get_subcommands().map(|s| (format!("{path} {}", s.get_name()), s)));
+                todo.extend(
+                    c.get_subcommands()
+                        .map(|s| (format!("{path} {}", s.get_name()), s)),
+                );
                 continue;
             }
             seen += 1;
-            let after = c.get_after_help().map(|h| h.to_string()).unwrap_or_default();
-            assert!(after.contains("Examples:\n  stemcell "), "{path}: no examples");
-            for a in c.get_arguments().filter(|a| !["help", "version"].contains(&a.get_id().as_str())) {
-                assert!(a.get_help().is_some(), "{path}: --{} has no help text", a.get_id());
+            let after = c
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                after.contains("Examples:\n  stemcell "),
+                "{path}: no examples"
+            );
+            for a in c
+                .get_arguments()
+                .filter(|a| !["help", "version"].contains(&a.get_id().as_str()))
+            {
+                assert!(
+                    a.get_help().is_some(),
+                    "{path}: --{} has no help text",
+                    a.get_id()
+                );
             }
         }
         assert_eq!(seen, EXAMPLES.len(), "an example per command");

@@ -17,19 +17,28 @@ impl AtomicOutput {
     /// Starts writing `path`. Refuses an existing `path` unless `force` is set.
     pub fn create(path: &Path, force: bool) -> Result<Self> {
         if !force && path.symlink_metadata().is_ok() {
-            bail!("{}: output exists (use --force to overwrite)", path.display());
+            bail!(
+                "{}: output exists (use --force to overwrite)",
+                path.display()
+            );
         }
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".partial")
             .tempfile_in(&dir)
             .with_context(|| format!("{}: cannot create output", path.display()))?;
-        Ok(Self { temp: Some(temp), path: path.to_path_buf() })
+        Ok(Self {
+            temp: Some(temp),
+            path: path.to_path_buf(),
+        })
     }
 
     /// The open temporary file, for writing, seeking and reading back.

@@ -76,17 +76,32 @@ pub fn plan(req: &PlanRequest) -> Result<PlanReport> {
         Some(tgz) => Some((tgz.clone(), import_key(tgz)?)),
         None => None,
     };
-    let version = req.version.clone().unwrap_or_else(|| DEFAULT_STEMCELL_VERSION.to_string());
+    let version = req
+        .version
+        .clone()
+        .unwrap_or_else(|| DEFAULT_STEMCELL_VERSION.to_string());
     let resolve_for = |infra: Option<&str>, stand_in: &str| -> Result<Plan> {
         let mut vars = input_vars.clone();
         for name in &missing {
-            let var = inputs::KNOWN_INPUTS.iter().find(|(n, _)| n == name).map(|(_, v)| *v).unwrap_or_default();
+            let var = inputs::KNOWN_INPUTS
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| *v)
+                .unwrap_or_default();
             vars.push((var.to_string(), stand_in.to_string()));
         }
         let mut options = match infra {
             Some(name) => {
                 let infra = infrastructure::load(root, name)?;
-                stemcell_plan_options(root, &req.os, req.arch, &infra, &version, req.mirror.clone(), &vars)?
+                stemcell_plan_options(
+                    root,
+                    &req.os,
+                    req.arch,
+                    &infra,
+                    &version,
+                    req.mirror.clone(),
+                    &vars,
+                )?
             }
             None => PlanOptions {
                 os: req.os.clone(),
@@ -105,11 +120,20 @@ pub fn plan(req: &PlanRequest) -> Result<PlanReport> {
         }
         Ok(plan)
     };
-    let status = |key: &str| if layer_done_marker(&req.work_dir, key).exists() { "cached" } else { "to run" };
+    let status = |key: &str| {
+        if layer_done_marker(&req.work_dir, key).exists() {
+            "cached"
+        } else {
+            "to run"
+        }
+    };
     let infras: Vec<Option<&str>> = if req.infrastructures.is_empty() {
         vec![None]
     } else {
-        req.infrastructures.iter().map(|s| Some(s.as_str())).collect()
+        req.infrastructures
+            .iter()
+            .map(|s| Some(s.as_str()))
+            .collect()
     };
     let needs = missing
         .iter()
@@ -125,12 +149,22 @@ pub fn plan(req: &PlanRequest) -> Result<PlanReport> {
     };
     for infra in infras {
         let plan = resolve_for(infra, &"0".repeat(64))?;
-        let other = if missing.is_empty() { None } else { Some(resolve_for(infra, &"1".repeat(64))?) };
+        let other = if missing.is_empty() {
+            None
+        } else {
+            Some(resolve_for(infra, &"1".repeat(64))?)
+        };
         report.mirror = plan.mirror.clone();
-        let mut rows = vec![first_row(&plan, import.as_ref().map(|(t, k)| (t.as_path(), k.as_str())), &status)];
+        let mut rows = vec![first_row(
+            &plan,
+            import.as_ref().map(|(t, k)| (t.as_path(), k.as_str())),
+            &status,
+        )];
         let mut unknown = false;
         for (i, s) in plan.stages.iter().enumerate() {
-            let differs = other.as_ref().is_some_and(|o| o.stages.get(i).map(|x| &x.key) != Some(&s.key));
+            let differs = other
+                .as_ref()
+                .is_some_and(|o| o.stages.get(i).map(|x| &x.key) != Some(&s.key));
             let (key, st) = if unknown {
                 (None, "unknown".to_string())
             } else if differs {
@@ -139,15 +173,28 @@ pub fn plan(req: &PlanRequest) -> Result<PlanReport> {
             } else {
                 (Some(s.key.clone()), status(&s.key).to_string())
             };
-            rows.push(PlanRow { phase: s.phase.to_string(), name: s.name.clone(), key, status: st, description: s.description.clone() });
+            rows.push(PlanRow {
+                phase: s.phase.to_string(),
+                name: s.name.clone(),
+                key,
+                status: st,
+                description: s.description.clone(),
+            });
         }
-        report.plans.push(InfraPlan { infrastructure: infra.map(String::from), stages: rows });
+        report.plans.push(InfraPlan {
+            infrastructure: infra.map(String::from),
+            stages: rows,
+        });
     }
     Ok(report)
 }
 
 /// The bottom layer: the bootstrap, or the imported OS image.
-fn first_row(plan: &Plan, import: Option<(&Path, &str)>, status: &dyn Fn(&str) -> &'static str) -> PlanRow {
+fn first_row(
+    plan: &Plan,
+    import: Option<(&Path, &str)>,
+    status: &dyn Fn(&str) -> &'static str,
+) -> PlanRow {
     match import {
         Some((tgz, key)) => PlanRow {
             phase: "import".into(),

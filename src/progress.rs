@@ -109,7 +109,13 @@ impl ByteMeter {
             bar.enable_steady_tick(Duration::from_millis(250));
             bar
         });
-        Self { label, shown, bar, done: AtomicU64::new(0), start: Instant::now() }
+        Self {
+            label,
+            shown,
+            bar,
+            done: AtomicU64::new(0),
+            start: Instant::now(),
+        }
     }
 
     /// `n` more bytes went through.
@@ -138,7 +144,10 @@ impl ByteMeter {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
-        eprintln!("{}", summary(&self.label, self.bytes(), self.start.elapsed()));
+        eprintln!(
+            "{}",
+            summary(&self.label, self.bytes(), self.start.elapsed())
+        );
     }
 }
 
@@ -154,7 +163,10 @@ impl Drop for ByteMeter {
 fn summary(label: &str, bytes: u64, took: Duration) -> String {
     let mib = bytes as f64 / (1024.0 * 1024.0);
     let secs = took.as_secs_f64();
-    format!("{label}: {mib:.1} MiB in {secs:.1}s ({:.1} MiB/s)", mib / secs.max(0.001))
+    format!(
+        "{label}: {mib:.1} MiB in {secs:.1}s ({:.1} MiB/s)",
+        mib / secs.max(0.001)
+    )
 }
 
 /// A reader that counts what passes through it into a [`ByteMeter`].
@@ -179,7 +191,10 @@ mod tests {
     fn meter_counts_bytes_read_through_it() {
         let meter = ByteMeter::new("test", 10);
         let mut out = Vec::new();
-        meter.reader(&b"0123456789abc"[..]).read_to_end(&mut out).unwrap();
+        meter
+            .reader(&b"0123456789abc"[..])
+            .read_to_end(&mut out)
+            .unwrap();
         assert_eq!(meter.bytes(), 13);
         meter.add(7);
         assert_eq!(meter.bytes(), 20);

@@ -6,12 +6,12 @@
 #[path = "common/boot.rs"]
 mod boot;
 
-use stemcell::recipe::arch::Arch;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use stemcell::boot::machine::{GuestForward, VmSpec};
 use stemcell::boot::media;
 use stemcell::boot::target::{DiskBus, Firmware};
+use stemcell::recipe::arch::Arch;
 
 #[test]
 fn config_drive_has_label_config_2_and_both_metadata_trees() {
@@ -148,8 +148,14 @@ fn qemu_command_lines_give_each_cloud_its_hardware() {
     let a = arm.args().join(" ");
     assert!(a.contains("-machine virt,accel=tcg"), "{a}");
     assert!(a.contains("-cpu max,pauth-impdef=on"), "{a}");
-    assert!(a.contains("AAVMF_CODE.fd") && !a.contains("OVMF_CODE"), "{a}");
-    assert!(a.contains("scsi-cd,drive=cd0,bus=cdbus.0") && !a.contains("ide-cd"), "{a}");
+    assert!(
+        a.contains("AAVMF_CODE.fd") && !a.contains("OVMF_CODE"),
+        "{a}"
+    );
+    assert!(
+        a.contains("scsi-cd,drive=cd0,bus=cdbus.0") && !a.contains("ide-cd"),
+        "{a}"
+    );
     assert!(a.contains("virtio-blk-pci,drive=root,bootindex=0"), "{a}");
     assert_eq!(aws.dns_ip(), "169.254.169.3");
 

@@ -10,10 +10,27 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Resource types every Concourse installation ships.
-const CORE_TYPES: &[&str] = &["git", "s3", "semver", "registry-image", "time", "docker-image", "pool", "github-release", "mock"];
+const CORE_TYPES: &[&str] = &[
+    "git",
+    "s3",
+    "semver",
+    "registry-image",
+    "time",
+    "docker-image",
+    "pool",
+    "github-release",
+    "mock",
+];
 
 /// Resource source keys whose values are structure (paths, image names), not settings.
-const STRUCTURAL: &[&str] = &["repository", "tag", "regexp", "versioned_file", "key", "driver"];
+const STRUCTURAL: &[&str] = &[
+    "repository",
+    "tag",
+    "regexp",
+    "versioned_file",
+    "key",
+    "driver",
+];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -29,7 +46,9 @@ fn s(v: &Value) -> &str {
 }
 
 fn names(list: &Value) -> Vec<String> {
-    list.as_sequence().map(|l| l.iter().map(|x| s(&x["name"]).to_string()).collect()).unwrap_or_default()
+    list.as_sequence()
+        .map(|l| l.iter().map(|x| s(&x["name"]).to_string()).collect())
+        .unwrap_or_default()
 }
 
 /// The plan's steps in order, `in_parallel` flattened (its steps see what came before it, and
@@ -83,18 +102,26 @@ fn check(pipeline: &Value, repo: &Path) -> Checked {
     let mut problems = Vec::new();
     let mut vars = BTreeSet::new();
     collect_vars(pipeline, &mut vars);
-    let types: BTreeSet<String> = names(&pipeline["resource_types"]).into_iter().chain(CORE_TYPES.iter().map(|t| t.to_string())).collect();
+    let types: BTreeSet<String> = names(&pipeline["resource_types"])
+        .into_iter()
+        .chain(CORE_TYPES.iter().map(|t| t.to_string()))
+        .collect();
     let mut resources = HashMap::new();
     for r in pipeline["resources"].as_sequence().expect("resources") {
         let name = s(&r["name"]).to_string();
         if !types.contains(s(&r["type"])) {
-            problems.push(format!("resource {name}: type {:?} is not defined", r["type"]));
+            problems.push(format!(
+                "resource {name}: type {:?} is not defined",
+                r["type"]
+            ));
         }
         if let Some(src) = r["source"].as_mapping() {
             for (k, v) in src {
                 let (k, text) = (s(k), serde_yaml::to_string(v).unwrap_or_default());
                 if !STRUCTURAL.contains(&k) && !text.contains("((") {
-                    problems.push(format!("resource {name}: source.{k} is a literal, not a ((var))"));
+                    problems.push(format!(
+                        "resource {name}: source.{k} is a literal, not a ((var))"
+                    ));
                 }
             }
         }
@@ -130,10 +157,14 @@ fn check(pipeline: &Value, repo: &Path) -> Checked {
                     }
                     for p in st["passed"].as_sequence().into_iter().flatten() {
                         match job_resources.get(s(p)) {
-                            None => problems.push(format!("job {job}: get {res}: passed names job {:?}, which does not exist", s(p))),
-                            Some(set) if !set.contains(res) => {
-                                problems.push(format!("job {job}: get {res}: passed job {} has no {res}", s(p)))
-                            }
+                            None => problems.push(format!(
+                                "job {job}: get {res}: passed names job {:?}, which does not exist",
+                                s(p)
+                            )),
+                            Some(set) if !set.contains(res) => problems.push(format!(
+                                "job {job}: get {res}: passed job {} has no {res}",
+                                s(p)
+                            )),
                             _ => {}
                         }
                     }
@@ -146,7 +177,10 @@ fn check(pipeline: &Value, repo: &Path) -> Checked {
                     for file in ["file"].iter().filter_map(|k| st["params"].get(*k)) {
                         let first = s(file).split('/').next().unwrap_or("");
                         if !have.contains(first) {
-                            problems.push(format!("job {job}: put {res}: file {} is in no artifact of this job", s(file)));
+                            problems.push(format!(
+                                "job {job}: put {res}: file {} is in no artifact of this job",
+                                s(file)
+                            ));
                         }
                     }
                     // A put's implicit get makes the resource available afterwards.
@@ -156,11 +190,15 @@ fn check(pipeline: &Value, repo: &Path) -> Checked {
                     let file = s(&st["file"]);
                     let (artifact, rel) = file.split_once('/').unwrap_or(("", file));
                     if !have.contains(artifact) {
-                        problems.push(format!("job {job}: task {task}: file {file} is in no artifact of this job"));
+                        problems.push(format!(
+                            "job {job}: task {task}: file {file} is in no artifact of this job"
+                        ));
                     }
                     let path = repo.join(rel);
                     if artifact != "builder" || !path.is_file() {
-                        problems.push(format!("job {job}: task {task}: {file} does not exist in the repository"));
+                        problems.push(format!(
+                            "job {job}: task {task}: {file} does not exist in the repository"
+                        ));
                         continue;
                     }
                     let config = load(&path);
@@ -179,28 +217,44 @@ fn check(pipeline: &Value, repo: &Path) -> Checked {
                         }
                         _ => {}
                     }
-                    let mapped = |m: &Value, n: &str| st[m.as_str().unwrap_or("")].get(n).map(|x| s(x).to_string());
+                    let mapped = |m: &Value, n: &str| {
+                        st[m.as_str().unwrap_or("")]
+                            .get(n)
+                            .map(|x| s(x).to_string())
+                    };
                     for input in config["inputs"].as_sequence().into_iter().flatten() {
                         let name = s(&input["name"]);
-                        let actual = mapped(&Value::from("input_mapping"), name).unwrap_or(name.to_string());
+                        let actual =
+                            mapped(&Value::from("input_mapping"), name).unwrap_or(name.to_string());
                         if input["optional"].as_bool() != Some(true) && !have.contains(&actual) {
                             problems.push(format!("job {job}: task {task}: input {actual} is provided by no get or earlier task output"));
                         }
                     }
                     for output in config["outputs"].as_sequence().into_iter().flatten() {
                         let name = s(&output["name"]);
-                        produced.push(mapped(&Value::from("output_mapping"), name).unwrap_or(name.to_string()));
+                        produced.push(
+                            mapped(&Value::from("output_mapping"), name)
+                                .unwrap_or(name.to_string()),
+                        );
                     }
-                    let declared: BTreeSet<&str> = config["params"].as_mapping().map(|m| m.keys().map(s).collect()).unwrap_or_default();
+                    let declared: BTreeSet<&str> = config["params"]
+                        .as_mapping()
+                        .map(|m| m.keys().map(s).collect())
+                        .unwrap_or_default();
                     for (k, _) in st["params"].as_mapping().into_iter().flatten() {
                         if !declared.contains(s(k)) {
-                            problems.push(format!("job {job}: task {task}: param {} is not declared in {rel}", s(k)));
+                            problems.push(format!(
+                                "job {job}: task {task}: param {} is not declared in {rel}",
+                                s(k)
+                            ));
                         }
                     }
                     let mut task_vars = BTreeSet::new();
                     collect_vars(&config, &mut task_vars);
                     if !task_vars.is_empty() {
-                        problems.push(format!("{rel}: task files take params, not ((vars)): {task_vars:?}"));
+                        problems.push(format!(
+                            "{rel}: task files take params, not ((vars)): {task_vars:?}"
+                        ));
                     }
                 }
             }
@@ -215,25 +269,55 @@ fn pipeline_would_run() {
     let repo = root();
     let pipeline = load(&repo.join("ci/pipeline.yml"));
     let c = check(&pipeline, &repo);
-    assert!(c.problems.is_empty(), "ci/pipeline.yml:\n{}", c.problems.join("\n"));
+    assert!(
+        c.problems.is_empty(),
+        "ci/pipeline.yml:\n{}",
+        c.problems.join("\n")
+    );
     // Every ((var)) is documented, and nothing documented is unused.
     let example = load(&repo.join("ci/vars.example.yml"));
-    let documented: BTreeSet<String> = example.as_mapping().unwrap().keys().map(|k| s(k).to_string()).collect();
-    assert_eq!(c.vars, documented, "((vars)) of ci/pipeline.yml vs ci/vars.example.yml");
+    let documented: BTreeSet<String> = example
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| s(k).to_string())
+        .collect();
+    assert_eq!(
+        c.vars, documented,
+        "((vars)) of ci/pipeline.yml vs ci/vars.example.yml"
+    );
     // A stemcell job per infrastructure; a light job per infrastructure with a light format.
     let jobs: BTreeSet<String> = names(&pipeline["jobs"]).into_iter().collect();
     for f in std::fs::read_dir(repo.join("infrastructures")).unwrap() {
         let p = f.unwrap().path();
         let name = p.file_stem().unwrap().to_string_lossy().into_owned();
-        assert!(jobs.contains(&format!("stemcell-{name}")), "no job stemcell-{name}");
+        assert!(
+            jobs.contains(&format!("stemcell-{name}")),
+            "no job stemcell-{name}"
+        );
         // The published resource matches the tarball name the build writes.
         let infra = load(&p);
-        let stem = format!("-{name}-{}-((os))((name-suffix))", s(&infra["name_hypervisor"]));
-        let res = pipeline["resources"].as_sequence().unwrap().iter().find(|r| r["name"] == format!("stemcell-{name}").as_str());
-        let regexp = res.map(|r| s(&r["source"]["regexp"]).to_string()).unwrap_or_default();
-        assert!(regexp.contains(&stem), "resource stemcell-{name}: regexp {regexp:?} does not name {stem}");
+        let stem = format!(
+            "-{name}-{}-((os))((name-suffix))",
+            s(&infra["name_hypervisor"])
+        );
+        let res = pipeline["resources"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == format!("stemcell-{name}").as_str());
+        let regexp = res
+            .map(|r| s(&r["source"]["regexp"]).to_string())
+            .unwrap_or_default();
+        assert!(
+            regexp.contains(&stem),
+            "resource stemcell-{name}: regexp {regexp:?} does not name {stem}"
+        );
         if load(&p).get("light").is_some() {
-            assert!(jobs.contains(&format!("light-stemcell-{name}")), "no job light-stemcell-{name}");
+            assert!(
+                jobs.contains(&format!("light-stemcell-{name}")),
+                "no job light-stemcell-{name}"
+            );
         }
     }
     for j in ["test", "build-tool", "build-os-image"] {
@@ -247,29 +331,86 @@ fn checker_catches_broken_pipelines() {
     let repo = root();
     let good = std::fs::read_to_string(repo.join("ci/pipeline.yml")).unwrap();
     let cases = [
-        ("    - get: bosh-agent\n", "    - get: bosh-agnt\n", "get bosh-agnt: no such resource"),
-        ("file: builder/ci/tasks/make-light.yml", "file: builder/ci/tasks/make-lite.yml", "does not exist in the repository"),
-        ("passed: [build-tool]\n      trigger: true", "passed: [test]\n      trigger: true", "passed job test has no stemcell-tool"),
-        ("passed: [build-os-image]\n      trigger: true", "passed: [nope]\n      trigger: true", "which does not exist"),
-        ("  type: semver\n", "  type: semverr\n", "type String(\"semverr\") is not defined"),
-        ("    input_mapping: { heavy: stemcell-aws }\n    params:\n", "    params:\n", "input heavy is provided by no get or earlier task output"),
-        ("bucket: ((artifact-bucket))", "bucket: my-bucket", "source.bucket is a literal"),
-        ("    image: rust-image\n    privileged: true", "    image: ruts-image\n    privileged: true", "image ruts-image is in no artifact"),
+        (
+            "    - get: bosh-agent\n",
+            "    - get: bosh-agnt\n",
+            "get bosh-agnt: no such resource",
+        ),
+        (
+            "file: builder/ci/tasks/make-light.yml",
+            "file: builder/ci/tasks/make-lite.yml",
+            "does not exist in the repository",
+        ),
+        (
+            "passed: [build-tool]\n      trigger: true",
+            "passed: [test]\n      trigger: true",
+            "passed job test has no stemcell-tool",
+        ),
+        (
+            "passed: [build-os-image]\n      trigger: true",
+            "passed: [nope]\n      trigger: true",
+            "which does not exist",
+        ),
+        (
+            "  type: semver\n",
+            "  type: semverr\n",
+            "type String(\"semverr\") is not defined",
+        ),
+        (
+            "    input_mapping: { heavy: stemcell-aws }\n    params:\n",
+            "    params:\n",
+            "input heavy is provided by no get or earlier task output",
+        ),
+        (
+            "bucket: ((artifact-bucket))",
+            "bucket: my-bucket",
+            "source.bucket is a literal",
+        ),
+        (
+            "    image: rust-image\n    privileged: true",
+            "    image: ruts-image\n    privileged: true",
+            "image ruts-image is in no artifact",
+        ),
     ];
     for (from, to, expect) in cases {
-        assert!(good.contains(from), "case {expect}: the pipeline has no {from:?}");
+        assert!(
+            good.contains(from),
+            "case {expect}: the pipeline has no {from:?}"
+        );
         let broken: Value = serde_yaml::from_str(&good.replacen(from, to, 1)).unwrap();
         let c = check(&broken, &repo);
-        assert!(c.problems.iter().any(|p| p.contains(expect)), "{expect}: {:?}", c.problems);
+        assert!(
+            c.problems.iter().any(|p| p.contains(expect)),
+            "{expect}: {:?}",
+            c.problems
+        );
     }
     // A task output used before the task that makes it.
     let swapped = good.replacen("  - task: make-light", "  - task: make-light-later", 1);
     let mut v: Value = serde_yaml::from_str(&swapped).unwrap();
-    let job = v["jobs"].as_sequence_mut().unwrap().iter_mut().find(|j| j["name"] == "light-stemcell-aws").unwrap();
+    let job = v["jobs"]
+        .as_sequence_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|j| j["name"] == "light-stemcell-aws")
+        .unwrap();
     let plan = job["plan"].as_sequence_mut().unwrap();
-    let i = plan.iter().position(|s| s.get("task").map(|t| t == "make-light-later").unwrap_or(false)).unwrap();
+    let i = plan
+        .iter()
+        .position(|s| {
+            s.get("task")
+                .map(|t| t == "make-light-later")
+                .unwrap_or(false)
+        })
+        .unwrap();
     let step = plan.remove(i);
     plan.push(step);
     let c = check(&v, &repo);
-    assert!(c.problems.iter().any(|p| p.contains("input light-stemcells is provided by no get")), "{:?}", c.problems);
+    assert!(
+        c.problems
+            .iter()
+            .any(|p| p.contains("input light-stemcells is provided by no get")),
+        "{:?}",
+        c.problems
+    );
 }

@@ -13,7 +13,11 @@ fn bin() -> Command {
 
 fn run(c: &mut Command) -> (bool, String, String) {
     let o = c.output().unwrap();
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
 }
 
 fn json(s: &str) -> serde_json::Value {
@@ -21,7 +25,11 @@ fn json(s: &str) -> serde_json::Value {
 }
 
 fn sh(script: &str, dir: &Path) {
-    let st = Command::new("sh").args(["-ec", script]).current_dir(dir).status().unwrap();
+    let st = Command::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .status()
+        .unwrap();
     assert!(st.success(), "{script}");
 }
 
@@ -48,7 +56,15 @@ fn package(dir: &Path, disk: &Path, version: &str, format: &str, packages: &str)
     std::fs::write(&pk, packages).unwrap();
     let out = dir.join("out");
     let (ok, stdout, err) = run(bin()
-        .args(["package", "--infrastructure", "openstack", "--os", "debian-bookworm", "--version", version])
+        .args([
+            "package",
+            "--infrastructure",
+            "openstack",
+            "--os",
+            "debian-bookworm",
+            "--version",
+            version,
+        ])
         .args(["--disk-format", format, "--disk"])
         .arg(disk)
         .arg("--packages")
@@ -59,8 +75,10 @@ fn package(dir: &Path, disk: &Path, version: &str, format: &str, packages: &str)
     PathBuf::from(stdout.split_whitespace().next().unwrap())
 }
 
-const PACKAGES_A: &str = "Desired=Unknown\nii  bash  5.2.15-2  amd64  shell\nii  foo  1.0-1  amd64  x\n";
-const PACKAGES_B: &str = "Desired=Unknown\nii  bash  5.2.15-2+b1  amd64  shell\nii  bar  2.0-1  amd64  y\n";
+const PACKAGES_A: &str =
+    "Desired=Unknown\nii  bash  5.2.15-2  amd64  shell\nii  foo  1.0-1  amd64  x\n";
+const PACKAGES_B: &str =
+    "Desired=Unknown\nii  bash  5.2.15-2+b1  amd64  shell\nii  bar  2.0-1  amd64  y\n";
 
 #[test]
 fn diff_reports_manifest_packages_sizes_and_files() {
@@ -70,12 +88,27 @@ fn diff_reports_manifest_packages_sizes_and_files() {
     // A as qcow2 (expanded with qemu-img to be read), B as a raw disk.
     let ta = package(t.path(), &a, "0.0.1", "qcow2", PACKAGES_A);
     let tb = package(t.path(), &b, "0.0.2", "raw", PACKAGES_B);
-    let (ok, out, err) = run(bin().arg("diff").arg("--files").arg("--json").arg(&ta).arg(&tb));
+    let (ok, out, err) = run(bin()
+        .arg("diff")
+        .arg("--files")
+        .arg("--json")
+        .arg(&ta)
+        .arg(&tb));
     assert!(ok, "{err}");
     let d = json(&out);
-    let changed = |key: &str| d["manifest"].as_array().unwrap().iter().find(|c| c["key"] == key).cloned();
+    let changed = |key: &str| {
+        d["manifest"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["key"] == key)
+            .cloned()
+    };
     assert_eq!(changed("version").unwrap()["b"], "0.0.2");
-    assert_eq!(changed("cloud_properties.disk_format").unwrap()["a"], "qcow2");
+    assert_eq!(
+        changed("cloud_properties.disk_format").unwrap()["a"],
+        "qcow2"
+    );
     assert!(changed("api_version").is_none());
     assert_eq!(d["packages"]["upgraded"][0]["name"], "bash");
     assert_eq!(d["packages"]["upgraded"][0]["to"], "5.2.15-2+b1");
@@ -84,15 +117,33 @@ fn diff_reports_manifest_packages_sizes_and_files() {
     assert_eq!(d["sbom"]["removed"][0]["name"], "foo");
     assert_eq!(d["sizes"]["b"]["disks"][0]["virtual_size"], 32 << 20);
     let f = &d["files"];
-    let paths = |k: &str| -> Vec<String> { f[k].as_array().unwrap().iter().map(|x| x["path"].as_str().unwrap().to_string()).collect() };
+    let paths = |k: &str| -> Vec<String> {
+        f[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["path"].as_str().unwrap().to_string())
+            .collect()
+    };
     assert_eq!(paths("added"), ["/etc/added"]);
     // etc, usr, usr/bin, lost+found, and the files.
-    assert_eq!((f["count_a"].as_u64(), f["count_b"].as_u64()), (Some(8), Some(8)));
+    assert_eq!(
+        (f["count_a"].as_u64(), f["count_b"].as_u64()),
+        (Some(8), Some(8))
+    );
     assert_eq!(paths("removed"), ["/etc/removed"]);
-    assert_eq!(paths("changed"), ["/etc/hostname", "/etc/link", "/usr/bin/tool"]);
+    assert_eq!(
+        paths("changed"),
+        ["/etc/hostname", "/etc/link", "/usr/bin/tool"]
+    );
     let tool = &f["changed"][2];
-    assert_eq!((tool["a"]["mode"].as_str(), tool["b"]["mode"].as_str()), (Some("0755"), Some("0700")));
-    assert_eq!((tool["a"]["uid"].as_u64(), tool["b"]["uid"].as_u64()), (Some(0), Some(1000)));
+    assert_eq!(
+        (tool["a"]["mode"].as_str(), tool["b"]["mode"].as_str()),
+        (Some("0755"), Some("0700"))
+    );
+    assert_eq!(
+        (tool["a"]["uid"].as_u64(), tool["b"]["uid"].as_u64()),
+        (Some(0), Some(1000))
+    );
     let host = &f["changed"][0];
     assert_ne!(host["a"]["digest"], host["b"]["digest"]);
     assert!(host["a"]["digest"].as_str().unwrap().starts_with("sha256:"));
@@ -100,7 +151,14 @@ fn diff_reports_manifest_packages_sizes_and_files() {
     // The text report says the same.
     let (ok, text, _) = run(bin().arg("diff").arg("--files").arg(&ta).arg(&tb));
     assert!(ok);
-    for line in ["^ bash 5.2.15-2 -> 5.2.15-2+b1", "+ bar 2.0-1", "- foo 1.0-1", "+ /etc/added", "~ /usr/bin/tool: mode 0755 -> 0700, owner 0:0 -> 1000:1000", "~ /etc/hostname: content"] {
+    for line in [
+        "^ bash 5.2.15-2 -> 5.2.15-2+b1",
+        "+ bar 2.0-1",
+        "- foo 1.0-1",
+        "+ /etc/added",
+        "~ /usr/bin/tool: mode 0755 -> 0700, owner 0:0 -> 1000:1000",
+        "~ /etc/hostname: content",
+    ] {
         assert!(text.contains(line), "{line}: {text}");
     }
     // Without --files there is no file list; a missing file is one clear line.
@@ -108,7 +166,10 @@ fn diff_reports_manifest_packages_sizes_and_files() {
     let same = json(&out);
     assert!(same["files"].is_null() && same["manifest"].as_array().unwrap().is_empty());
     let (ok, _, err) = run(bin().arg("diff").arg(&ta).arg(t.path().join("nope.tgz")));
-    assert!(!ok && err.contains("nope.tgz: cannot open") && err.lines().count() == 1, "{err}");
+    assert!(
+        !ok && err.contains("nope.tgz: cannot open") && err.lines().count() == 1,
+        "{err}"
+    );
 }
 
 #[test]
@@ -129,13 +190,21 @@ fn verify_and_inspect_json() {
     assert_eq!(i["cloud_properties"]["disk_format"], "raw");
     assert_eq!(i["image"]["members"][0]["name"], "root.img");
     assert_eq!(i["image"]["sha1_matches_manifest"], true);
-    let sha256 = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&tgz).unwrap()));
+    let sha256 = format!(
+        "{:x}",
+        <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&tgz).unwrap())
+    );
     assert_eq!(i["tarball"]["sha256"], sha256);
     // A corrupt file: still one JSON document, ok false, exit status 1.
     std::fs::write(t.path().join("bad.tgz"), b"not a stemcell").unwrap();
-    let (ok, out, _) = run(bin().arg("verify").arg("--json").arg(t.path().join("bad.tgz")));
+    let (ok, out, _) = run(bin()
+        .arg("verify")
+        .arg("--json")
+        .arg(t.path().join("bad.tgz")));
     let v = json(&out);
-    assert!(!ok && v["ok"] == false && v["errors"][0].as_str().unwrap().contains("not a gzip file"));
+    assert!(
+        !ok && v["ok"] == false && v["errors"][0].as_str().unwrap().contains("not a gzip file")
+    );
 }
 
 #[test]
@@ -143,55 +212,119 @@ fn plan_keys_the_agent_it_will_install_and_takes_the_os_from_the_image() {
     let t = tempfile::tempdir().unwrap();
     let w = t.path().join("work");
     // Without --agent the agent is the pinned official release: its stage has a key already.
-    let (ok, out, err) = run(bin().args(["plan", "--os", "debian-bookworm", "--infrastructure", "openstack", "--json", "--work-dir"]).arg(&w));
+    let (ok, out, err) = run(bin()
+        .args([
+            "plan",
+            "--os",
+            "debian-bookworm",
+            "--infrastructure",
+            "openstack",
+            "--json",
+            "--work-dir",
+        ])
+        .arg(&w));
     assert!(ok, "{err}");
     let agent_key = |out: &str| {
         let p = json(out);
         let stages = p["plans"][0]["stages"].as_array().unwrap().clone();
-        let s = stages.iter().find(|s| s["name"] == "bosh-go-agent").expect("bosh-go-agent stage").clone();
+        let s = stages
+            .iter()
+            .find(|s| s["name"] == "bosh-go-agent")
+            .expect("bosh-go-agent stage")
+            .clone();
         s["key"].as_str().map(str::to_string)
     };
     let pinned_key = agent_key(&out).expect("the pinned agent gives the stage a key");
-    let agent = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/standin-agent/bosh-agent");
-    let digest = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&agent).unwrap()));
+    let agent =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/standin-agent/bosh-agent");
+    let digest = format!(
+        "{:x}",
+        <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&agent).unwrap())
+    );
     let (ok, out, err) = run(bin()
-        .args(["plan", "--os", "debian-bookworm", "--infrastructure", "openstack", "--json", "--agent"])
+        .args([
+            "plan",
+            "--os",
+            "debian-bookworm",
+            "--infrastructure",
+            "openstack",
+            "--json",
+            "--agent",
+        ])
         .arg(&agent)
         .args(["--agent-sha256", &digest, "--work-dir"])
         .arg(&w));
     assert!(ok, "{err}");
     let p = json(&out);
     let stages = p["plans"][0]["stages"].as_array().unwrap();
-    assert!(stages.iter().all(|s| s["key"].is_string() && s["status"] == "to run"), "{out}");
+    assert!(
+        stages
+            .iter()
+            .all(|s| s["key"].is_string() && s["status"] == "to run"),
+        "{out}"
+    );
     assert_eq!(p["plans"][0]["infrastructure"], "openstack");
-    assert_ne!(agent_key(&out).unwrap(), pinned_key, "another agent binary must change the agent stage's key");
+    assert_ne!(
+        agent_key(&out).unwrap(),
+        pinned_key,
+        "another agent binary must change the agent stage's key"
+    );
     // An OS image names its OS: plan and build take it, and refuse a contradicting --os.
     let img = t.path().join("os.tgz");
     {
         let f = std::fs::File::create(&img).unwrap();
-        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(f, flate2::Compression::fast()));
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            f,
+            flate2::Compression::fast(),
+        ));
         let text = b"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_CODENAME=bookworm\n";
         let mut h = tar::Header::new_gnu();
         h.set_size(text.len() as u64);
         h.set_mode(0o644);
-        b.append_data(&mut h, "./usr/lib/os-release", &text[..]).unwrap();
+        b.append_data(&mut h, "./usr/lib/os-release", &text[..])
+            .unwrap();
         b.into_inner().unwrap().finish().unwrap();
     }
-    let (ok, out, err) = run(bin().args(["plan", "--infrastructure", "openstack", "--json", "--os-image"]).arg(&img).arg("--work-dir").arg(&w));
+    let (ok, out, err) = run(bin()
+        .args([
+            "plan",
+            "--infrastructure",
+            "openstack",
+            "--json",
+            "--os-image",
+        ])
+        .arg(&img)
+        .arg("--work-dir")
+        .arg(&w));
     assert!(ok, "{err}");
     let p = json(&out);
     assert_eq!(p["os"], "debian-bookworm");
     let stages = p["plans"][0]["stages"].as_array().unwrap();
     assert_eq!(stages[0]["phase"], "import");
-    assert!(stages[1..].iter().all(|s| s["phase"] == "stemcell"), "{out}");
+    assert!(
+        stages[1..].iter().all(|s| s["phase"] == "stemcell"),
+        "{out}"
+    );
     let out_dir = t.path().join("out");
     let (ok, _, err) = run(bin()
-        .args(["build", "--os", "ubuntu-noble", "--infrastructure", "openstack", "--version", "1", "--os-image"])
+        .args([
+            "build",
+            "--os",
+            "ubuntu-noble",
+            "--infrastructure",
+            "openstack",
+            "--version",
+            "1",
+            "--os-image",
+        ])
         .arg(&img)
         .arg("-o")
         .arg(&out_dir));
     assert!(!ok && err.lines().count() == 1, "{err}");
-    assert!(err.contains("--os ubuntu-noble contradicts --os-image") && err.contains("debian-bookworm"), "{err}");
+    assert!(
+        err.contains("--os ubuntu-noble contradicts --os-image") && err.contains("debian-bookworm"),
+        "{err}"
+    );
     assert!(!out_dir.exists());
 }
 
@@ -205,11 +338,23 @@ fn help_names_come_from_the_data_directories() {
         let f = f.unwrap();
         std::fs::copy(f.path(), t.path().join("stages/os").join(f.file_name())).unwrap();
     }
-    std::fs::write(t.path().join("infrastructures/zzcloud.yaml"), "name: zzcloud\n").unwrap();
-    let (ok, out, _) = run(bin().env("STEMCELL_HOME", t.path()).args(["build", "--help"]));
+    std::fs::write(
+        t.path().join("infrastructures/zzcloud.yaml"),
+        "name: zzcloud\n",
+    )
+    .unwrap();
+    let (ok, out, _) = run(bin()
+        .env("STEMCELL_HOME", t.path())
+        .args(["build", "--help"]));
     assert!(ok);
-    assert!(out.contains("Infrastructures (infrastructures/*.yaml): zzcloud"), "{out}");
-    assert!(out.contains("debian-bookworm, debian-trixie, ubuntu-jammy, ubuntu-noble"), "{out}");
+    assert!(
+        out.contains("Infrastructures (infrastructures/*.yaml): zzcloud"),
+        "{out}"
+    );
+    assert!(
+        out.contains("debian-bookworm, debian-trixie, ubuntu-jammy, ubuntu-noble"),
+        "{out}"
+    );
     let (_, out, _) = run(bin().args(["verify", "--help"]));
     assert!(out.contains("Examples:\n  stemcell verify "), "{out}");
 }
@@ -219,7 +364,10 @@ fn outputs_get_their_directory() {
     let t = tempfile::tempdir().unwrap();
     let disk = ext4_disk(t.path(), "a", "mkdir etc");
     let out = t.path().join("new/dir/root.qcow2");
-    let (ok, _, err) = run(bin().args(["convert", "--format", "qcow2"]).arg(&disk).arg(&out));
+    let (ok, _, err) = run(bin()
+        .args(["convert", "--format", "qcow2"])
+        .arg(&disk)
+        .arg(&out));
     assert!(ok && out.is_file(), "{err}");
 }
 
@@ -239,23 +387,53 @@ fn cache_list_and_prune_through_the_cli() {
         .unwrap();
     }
     let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3 * 86_400);
-    std::fs::File::options().append(true).open(layers.join("aaa111.done")).unwrap().set_modified(old).unwrap();
+    std::fs::File::options()
+        .append(true)
+        .open(layers.join("aaa111.done"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
     let (ok, out, err) = run(bin().args(["cache", "list", "--work-dir"]).arg(w));
     assert!(ok, "{err}");
-    assert!(out.contains("debian-bookworm") && out.contains("base") && out.contains("aaa111"), "{out}");
+    assert!(
+        out.contains("debian-bookworm") && out.contains("base") && out.contains("aaa111"),
+        "{out}"
+    );
     let (ok, out, _) = run(bin().args(["cache", "list", "--json", "--work-dir"]).arg(w));
     assert!(ok && json(&out)["layers"].as_array().unwrap().len() == 2);
     // While a build holds the work-dir lock, nothing is removed.
     let lock = std::fs::File::create(w.join("lock")).unwrap();
     let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
-    let (ok, _, err) = run(bin().args(["cache", "prune", "--keep-latest", "1", "--work-dir"]).arg(w));
-    assert!(!ok && err.contains("another build is using this work directory") && err.lines().count() == 1, "{err}");
+    let (ok, _, err) = run(bin()
+        .args(["cache", "prune", "--keep-latest", "1", "--work-dir"])
+        .arg(w));
+    assert!(
+        !ok && err.contains("another build is using this work directory")
+            && err.lines().count() == 1,
+        "{err}"
+    );
     assert!(layers.join("aaa111.done").exists());
     drop(held);
-    let (ok, out, err) = run(bin().args(["cache", "prune", "--keep-latest", "1", "--older-than", "1", "--work-dir"]).arg(w));
+    let (ok, out, err) = run(bin()
+        .args([
+            "cache",
+            "prune",
+            "--keep-latest",
+            "1",
+            "--older-than",
+            "1",
+            "--work-dir",
+        ])
+        .arg(w));
     assert!(ok, "{err}");
-    assert!(out.contains("removed layer aaa111") && !out.contains("bbb222"), "{out}");
+    assert!(
+        out.contains("removed layer aaa111") && !out.contains("bbb222"),
+        "{out}"
+    );
     assert!(!layers.join("aaa111").exists() && layers.join("bbb222.done").exists());
     let (ok, _, err) = run(bin().args(["cache", "prune", "--work-dir"]).arg(w));
-    assert!(!ok && err.contains("give --keep-latest N, --older-than DAYS"), "{err}");
+    assert!(
+        !ok && err.contains("give --keep-latest N, --older-than DAYS"),
+        "{err}"
+    );
 }

@@ -335,7 +335,11 @@ fn check_image_from_env() {
     let path = std::env::var("QCOW2_CHECK").expect("set QCOW2_CHECK to an image path");
     let start = std::time::Instant::now();
     let report = qcow2::check(Path::new(&path)).unwrap();
-    eprintln!("{path}: virtual size {} in {:?}", report.virtual_size, start.elapsed());
+    eprintln!(
+        "{path}: virtual size {} in {:?}",
+        report.virtual_size,
+        start.elapsed()
+    );
     for (k, v) in &report.details {
         eprintln!("  {k}: {v}");
     }

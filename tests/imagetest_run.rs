@@ -77,12 +77,25 @@ fn checks_run_inside_a_root_directory() {
     );
     assert_eq!(report.os.as_ref().unwrap().name, "debian-bookworm");
     let text = report.render();
-    assert!(text.starts_with("test-image: debian-bookworm OS image\n"), "{text}");
+    assert!(
+        text.starts_with("test-image: debian-bookworm OS image\n"),
+        "{text}"
+    );
     assert!(text.contains("PASS 2 the hostname\n"), "{text}");
     assert!(text.contains("SKIP 3 a check for Ubuntu only\n"), "{text}");
-    assert!(text.ends_with("\n3 passed, 0 failed, 1 skipped\n"), "{text}");
+    assert!(
+        text.ends_with("\n3 passed, 0 failed, 1 skipped\n"),
+        "{text}"
+    );
     let json = report.to_json();
-    assert_eq!((json["passed"].as_u64(), json["failed"].as_u64(), json["skipped"].as_u64()), (Some(3), Some(0), Some(1)));
+    assert_eq!(
+        (
+            json["passed"].as_u64(),
+            json["failed"].as_u64(),
+            json["skipped"].as_u64()
+        ),
+        (Some(3), Some(0), Some(1))
+    );
     assert_eq!(json["checks"][2]["verdict"], "skip");
 }
 
@@ -251,9 +264,16 @@ fn a_stemcell_without_a_disk_is_refused_with_a_clear_message() {
     let err = imagetest::test_image_in(&stemcell, &project, &scratch, false).unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("{}: a light stemcell (empty image): no disk to test", stemcell.display())
+        format!(
+            "{}: a light stemcell (empty image): no disk to test",
+            stemcell.display()
+        )
     );
-    assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "nothing left behind");
+    assert_eq!(
+        fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
 }
 
 #[test]

@@ -6,8 +6,8 @@ mod recipe_fixture;
 
 use recipe_fixture::{fake_etc_apt, fixture_root, repo_root};
 use std::path::Path;
-use stemcell::recipe::plan::{layer_done_marker, Plan};
 use stemcell::recipe::arch::Arch;
+use stemcell::recipe::plan::{layer_done_marker, Plan};
 use stemcell::recipe::resolve::{resolve, resolve_with_apt, PlanOptions};
 use stemcell::recipe::stage::{Action, Phase};
 use stemcell::recipe::template::render;
@@ -155,11 +155,17 @@ fn arm64_takes_the_os_definitions_arm64_packages_and_keys_of_its_own() {
     let amd64 = plan(root.path(), &options("debian-bookworm", Some("aws")));
     let arm64 = plan(
         root.path(),
-        &PlanOptions { arch: Arch::Arm64, ..options("debian-bookworm", Some("aws")) },
+        &PlanOptions {
+            arch: Arch::Arm64,
+            ..options("debian-bookworm", Some("aws"))
+        },
     );
     assert_eq!(installs(&arm64, "kernel"), ["linux-image-arm64"]);
     assert_eq!(arm64.arch, Arch::Arm64);
-    assert_eq!(arm64.vars.get("arch").and_then(|v| v.as_str()), Some("arm64"));
+    assert_eq!(
+        arm64.vars.get("arch").and_then(|v| v.as_str()),
+        Some("arm64")
+    );
     assert_eq!(names(&arm64), names(&amd64));
     // Not one layer is shared between the architectures.
     assert_ne!(arm64.bootstrap_key, amd64.bootstrap_key);
@@ -167,15 +173,27 @@ fn arm64_takes_the_os_definitions_arm64_packages_and_keys_of_its_own() {
         assert_ne!(*a, b);
     }
     // Noble's arm64 comes from Ubuntu's ports archive.
-    let noble = plan(root.path(), &PlanOptions { arch: Arch::Arm64, ..options("ubuntu-noble", None) });
+    let noble = plan(
+        root.path(),
+        &PlanOptions {
+            arch: Arch::Arm64,
+            ..options("ubuntu-noble", None)
+        },
+    );
     assert_eq!(noble.mirror, "http://ports.ubuntu.com/ubuntu-ports");
 }
 
 #[test]
 fn an_architecture_the_os_is_not_built_for_is_an_error_naming_the_file() {
     let root = fixture_root();
-    let err = resolve(root.path(), &PlanOptions { arch: Arch::Arm64, ..options("ubuntu-jammy", None) })
-        .unwrap_err();
+    let err = resolve(
+        root.path(),
+        &PlanOptions {
+            arch: Arch::Arm64,
+            ..options("ubuntu-jammy", None)
+        },
+    )
+    .unwrap_err();
     assert_eq!(
         format!("{err:#}").replace(root.path().to_str().unwrap(), "<root>"),
         "<root>/stages/os/ubuntu-jammy.yaml: ubuntu-jammy is not built for arm64 (architectures: amd64)"

@@ -41,7 +41,9 @@ fn build_os_image_and_stemcells(work: &Path, out: &Path) -> Result<()> {
         .arg(out.join("os.tgz"))
         .env("SOURCE_DATE_EPOCH", EPOCH)
         .env_remove("BUILD_TIME"))?;
-    run(e2e::build_command(OS, &["openstack"], work, out).arg("--keep-disks").env_remove("BUILD_TIME"))?;
+    run(e2e::build_command(OS, &["openstack"], work, out)
+        .arg("--keep-disks")
+        .env_remove("BUILD_TIME"))?;
     Ok(())
 }
 
@@ -51,7 +53,8 @@ struct Scratch(PathBuf);
 impl Scratch {
     fn empty(path: PathBuf) -> Result<Scratch> {
         let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).with_context(|| format!("{}: cannot create", path.display()))?;
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("{}: cannot create", path.display()))?;
         Ok(Scratch(path))
     }
 }
@@ -117,7 +120,9 @@ fn tar_entries(tgz: &Path) -> Result<BTreeMap<String, Entry>> {
 /// left out: rdump sets its own.
 fn tree_entries(root: &Path) -> Result<BTreeMap<String, Entry>> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Entry>) -> Result<()> {
-        for e in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
+        for e in
+            std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?
+        {
             let path = e?.path();
             let meta = std::fs::symlink_metadata(&path)?;
             let mut digest = Sha256::new();
@@ -126,7 +131,11 @@ fn tree_entries(root: &Path) -> Result<BTreeMap<String, Entry>> {
             } else if meta.is_file() {
                 std::io::copy(&mut std::fs::File::open(&path)?, &mut digest)?;
             }
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             out.insert(
                 rel,
                 Entry {
@@ -172,15 +181,30 @@ fn differences(a: &BTreeMap<String, Entry>, b: &BTreeMap<String, Entry>) -> Vec<
             Some(_) => {}
         }
     }
-    lines.extend(b.keys().filter(|p| !a.contains_key(*p)).map(|p| format!("{p}: only in the second build")));
+    lines.extend(
+        b.keys()
+            .filter(|p| !a.contains_key(*p))
+            .map(|p| format!("{p}: only in the second build")),
+    );
     lines
 }
 
 /// The root filesystem of a kept raw disk, copied out with debugfs (no mount, no loop device).
 fn dump_root(raw: &Path, into: &Path) -> Result<()> {
     let layout = run(Command::new("sfdisk").arg("-d").arg(raw))?;
-    let line = layout.lines().find(|l| l.contains("type=83")).with_context(|| format!("{}: no Linux partition", raw.display()))?;
-    let start: u64 = line.split("start=").nth(1).unwrap().split(',').next().unwrap().trim().parse()?;
+    let line = layout
+        .lines()
+        .find(|l| l.contains("type=83"))
+        .with_context(|| format!("{}: no Linux partition", raw.display()))?;
+    let start: u64 = line
+        .split("start=")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()?;
     std::fs::create_dir_all(into)?;
     run(Command::new("debugfs")
         .args(["-R", &format!("rdump / {}", into.display())])
@@ -197,13 +221,17 @@ fn disk_differences(a: &Path, b: &Path, scratch: &Path) -> Result<Vec<String>> {
     let _ = std::fs::remove_dir_all(&da);
     let _ = std::fs::remove_dir_all(&db);
     if lines.is_empty() {
-        return Ok(vec!["no file differs: the difference is in filesystem metadata (inode order, times, ids)".into()]);
+        return Ok(vec![
+            "no file differs: the difference is in filesystem metadata (inode order, times, ids)"
+                .into(),
+        ]);
     }
     Ok(lines)
 }
 
 #[test]
-fn os_image_and_openstack_stemcells_are_byte_identical_from_an_empty_work_directory() -> Result<()> {
+fn os_image_and_openstack_stemcells_are_byte_identical_from_an_empty_work_directory() -> Result<()>
+{
     let started = Instant::now();
     let fresh = Scratch::empty(e2e_dir().join("repro-fresh"))?;
     build_os_image_and_stemcells(&fresh.0.join("work"), &fresh.0.join("out"))?;
@@ -211,15 +239,27 @@ fn os_image_and_openstack_stemcells_are_byte_identical_from_an_empty_work_direct
 
     let other_started = Instant::now();
     let both_fresh = std::env::var_os("STEMCELL_REPRO_BOTH_FRESH").is_some_and(|v| !v.is_empty());
-    let second = Scratch::empty(e2e_dir().join(if both_fresh { "repro-fresh-2" } else { "repro-suite-out" }))?;
-    let second_work = if both_fresh { second.0.join("work") } else { e2e_dir().join("work") };
+    let second = Scratch::empty(e2e_dir().join(if both_fresh {
+        "repro-fresh-2"
+    } else {
+        "repro-suite-out"
+    }))?;
+    let second_work = if both_fresh {
+        second.0.join("work")
+    } else {
+        e2e_dir().join("work")
+    };
     let second_out = second.0.join("out");
     let second_disks = second_work.join("disks");
     let built = build_os_image_and_stemcells(&second_work, &second_out);
     let second_took = other_started.elapsed();
     eprintln!(
         "from an empty work directory: {fresh_took:.0?}; the {} build: {second_took:.0?}",
-        if both_fresh { "second empty-directory" } else { "suite's cached" }
+        if both_fresh {
+            "second empty-directory"
+        } else {
+            "suite's cached"
+        }
     );
     // The suite's own work directory keeps its layers, not this test's disk.
     let result = built.and_then(|()| {
@@ -227,10 +267,17 @@ fn os_image_and_openstack_stemcells_are_byte_identical_from_an_empty_work_direct
         let (a, b) = (fresh.0.join("out/os.tgz"), second_out.join("os.tgz"));
         if sha256_file(&a) != sha256_file(&b) {
             let lines = differences(&tar_entries(&a)?, &tar_entries(&b)?);
-            problems.push(format!("the OS image tarballs differ in {} member(s):\n  {}", lines.len(), lines.join("\n  ")));
+            problems.push(format!(
+                "the OS image tarballs differ in {} member(s):\n  {}",
+                lines.len(),
+                lines.join("\n  ")
+            ));
         }
         for side in ["packages.txt", "dev_tools_file_list.txt"] {
-            let (a, b) = (fresh.0.join(format!("out/os.{side}")), second_out.join(format!("os.{side}")));
+            let (a, b) = (
+                fresh.0.join(format!("out/os.{side}")),
+                second_out.join(format!("os.{side}")),
+            );
             if std::fs::read(&a)? != std::fs::read(&b)? {
                 problems.push(format!("the OS image's {side} differ"));
             }
@@ -244,14 +291,30 @@ fn os_image_and_openstack_stemcells_are_byte_identical_from_an_empty_work_direct
             })
             .collect();
         if !differing.is_empty() {
-            let lines = disk_differences(&fresh.0.join("work/disks/openstack.raw"), &second_disks.join("openstack.raw"), &fresh.0)?;
-            problems.push(format!("{} differ; their root filesystems differ in:\n  {}", differing.join(", "), lines.join("\n  ")));
+            let lines = disk_differences(
+                &fresh.0.join("work/disks/openstack.raw"),
+                &second_disks.join("openstack.raw"),
+                &fresh.0,
+            )?;
+            problems.push(format!(
+                "{} differ; their root filesystems differ in:\n  {}",
+                differing.join(", "),
+                lines.join("\n  ")
+            ));
         }
         Ok(problems)
     });
     let _ = std::fs::remove_dir_all(&second_disks);
     let problems = result?;
-    assert!(problems.is_empty(), "two builds with SOURCE_DATE_EPOCH={EPOCH} differ:\n{}", problems.join("\n"));
-    eprintln!("byte-identical: OS image and {}; whole test {:.0?}", STEMCELLS.join(", "), started.elapsed());
+    assert!(
+        problems.is_empty(),
+        "two builds with SOURCE_DATE_EPOCH={EPOCH} differ:\n{}",
+        problems.join("\n")
+    );
+    eprintln!(
+        "byte-identical: OS image and {}; whole test {:.0?}",
+        STEMCELLS.join(", "),
+        started.elapsed()
+    );
     Ok(())
 }

@@ -37,10 +37,14 @@ fn vars(os: &(&str, &str, &str, &str)) -> tera::Context {
 /// `packages.*` as recipe::vars gives them: the OS definition's `packages` map plus `kernel`.
 fn packages(os: &str) -> serde_json::Value {
     let path = root().join("stages/os").join(format!("{os}.yaml"));
-    let definition: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let definition: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let mut packages: serde_json::Map<String, serde_json::Value> =
         serde_yaml::from_value(definition["packages"].clone()).unwrap();
-    packages.insert("kernel".into(), definition["kernel_package"].as_str().unwrap().into());
+    packages.insert(
+        "kernel".into(),
+        definition["kernel_package"].as_str().unwrap().into(),
+    );
     serde_json::Value::Object(packages)
 }
 
@@ -341,11 +345,17 @@ fn per_os_templates_render_the_expected_lines() {
     );
     let noble = vars(&OSES[0]);
     let password_noble = render(&read("pam/common-password.tera"), &noble, "pam");
-    assert!(password_noble.contains("pam_pwquality.so retry=3") && !password_noble.contains("pam_lastlog"));
+    assert!(
+        password_noble.contains("pam_pwquality.so retry=3")
+            && !password_noble.contains("pam_lastlog")
+    );
     // Debian 13's PAM 1.7 no longer has pam_lastlog.so: a `required` line naming it would refuse logins.
     let trixie = vars(&OSES[3]);
     let password_trixie = render(&read("pam/common-password.tera"), &trixie, "pam");
-    assert!(password_trixie.contains("pam_pwquality.so retry=3") && !password_trixie.contains("pam_lastlog"));
+    assert!(
+        password_trixie.contains("pam_pwquality.so retry=3")
+            && !password_trixie.contains("pam_lastlog")
+    );
     let password = render(&read("pam/common-password.tera"), &jammy, "pam");
     assert!(
         password.contains("pam_cracklib.so retry=3")

@@ -1,11 +1,11 @@
 //! Packing, light stemcells, inspect and verify, through the real binary and checked with
 //! independent readers (GNU tar, gzip, serde_yaml).
 
-use stemcell::recipe::arch::Arch;
-use stemcell::stemcell::spec::InfrastructureStemcells;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use stemcell::recipe::arch::Arch;
+use stemcell::stemcell::spec::InfrastructureStemcells;
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_stemcell"));
@@ -263,7 +263,9 @@ fn openstack_raw_output_and_light() {
         cpus: 1,
         memory_mib: 512,
     };
-    let specs = infra.pack_specs("ubuntu-jammy", Arch::Amd64, "1.606", b"", b"", &ovf, false).unwrap();
+    let specs = infra
+        .pack_specs("ubuntu-jammy", Arch::Amd64, "1.606", b"", b"", &ovf, false)
+        .unwrap();
     assert_eq!(
         specs[0].tarball_name,
         "bosh-stemcell-1.606-openstack-kvm-ubuntu-jammy-go_agent.tgz"
@@ -354,7 +356,10 @@ fn verify_rejects_each_corruption() {
         let p = t.path().join(name);
         write_tgz(&p, &m);
         let (ok, out) = verify(&p);
-        assert!(ok && out.contains(&format!("warning: {expect}")), "{name}: {out}");
+        assert!(
+            ok && out.contains(&format!("warning: {expect}")),
+            "{name}: {out}"
+        );
     };
     // `bosh repack-stemcell --empty-image` keeps sha1; the Director never compares it.
     accepted(
@@ -365,7 +370,11 @@ fn verify_rejects_each_corruption() {
     // `bosh repack-stemcell --version 1.607` changes version and leaves cloud_properties.version.
     accepted(
         "repacked.tgz",
-        &|m| m[0].1 = mf.replacen("version: '1.606'", "version: '1.607'", 1).into_bytes(),
+        &|m| {
+            m[0].1 = mf
+                .replacen("version: '1.606'", "version: '1.607'", 1)
+                .into_bytes()
+        },
         "stemcell.MF: cloud_properties.version \"1.606\" differs from version \"1.607\"",
     );
     rebuild(
@@ -515,7 +524,8 @@ fn errors_leave_nothing_behind() {
         ])
         .arg(out));
     assert!(
-        !ok && err.contains("valid: aws, azure, cloudstack, google, openstack, vcloud, vsphere, warden"),
+        !ok && err
+            .contains("valid: aws, azure, cloudstack, google, openstack, vcloud, vsphere, warden"),
         "{err}"
     );
     let (ok, _, err) = run(bin()
@@ -639,7 +649,9 @@ fn warden_files_image_from_a_root_directory() {
         cpus: 1,
         memory_mib: 512,
     };
-    let spec = &infra.pack_specs("ubuntu-jammy", Arch::Amd64, "1.606", b"", b"", &ovf, false).unwrap()[0];
+    let spec = &infra
+        .pack_specs("ubuntu-jammy", Arch::Amd64, "1.606", b"", b"", &ovf, false)
+        .unwrap()[0];
     let packed = pack(spec, ImageSource::RootDir(&root), t.path()).unwrap();
     assert_eq!(
         packed.tarball.path.file_name().unwrap(),

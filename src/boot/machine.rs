@@ -134,7 +134,11 @@ impl VmSpec {
                 push(&["-machine", &format!("virt,accel={}", self.accel)]);
                 // Under TCG, `max` with QEMU's own pointer-authentication algorithm: the
                 // architected one costs a lot of emulated time.
-                let cpu = if self.accel == "kvm" { "host" } else { "max,pauth-impdef=on" };
+                let cpu = if self.accel == "kvm" {
+                    "host"
+                } else {
+                    "max,pauth-impdef=on"
+                };
                 push(&["-cpu", cpu]);
             }
         }
@@ -199,7 +203,12 @@ impl VmSpec {
             ]);
             match self.arch {
                 Arch::Amd64 => push(&["-device", "ide-cd,drive=cd0,bus=ide.0"]),
-                Arch::Arm64 => push(&["-device", "virtio-scsi-pci,id=cdbus", "-device", "scsi-cd,drive=cd0,bus=cdbus.0"]),
+                Arch::Arm64 => push(&[
+                    "-device",
+                    "virtio-scsi-pci,id=cdbus",
+                    "-device",
+                    "scsi-cd,drive=cd0,bus=cdbus.0",
+                ]),
             }
         }
         let mut netdev = format!(
@@ -240,9 +249,9 @@ impl VmSpec {
                 Ok(())
             });
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {qemu} (install the Debian package '{package}')"))?;
+        let child = cmd.spawn().with_context(|| {
+            format!("cannot start {qemu} (install the Debian package '{package}')")
+        })?;
         Ok(RunningVm {
             child: Some(child),
             stderr,

@@ -146,7 +146,11 @@ pub fn arch_of(manifest: &ManifestView, file: &str) -> Result<Arch> {
 }
 
 /// The hardware a cloud gives a VM, and the firmware its stemcell asks for.
-pub fn hardware(infrastructure: &str, arch: Arch, manifest: &ManifestView) -> (Firmware, DiskBus, bool) {
+pub fn hardware(
+    infrastructure: &str,
+    arch: Arch,
+    manifest: &ManifestView,
+) -> (Firmware, DiskBus, bool) {
     // vSphere: the OVF asks for EFI firmware; AWS: `boot_mode: uefi-preferred` where set;
     // arm64 machines have nothing but UEFI.
     let uefi = arch == Arch::Arm64

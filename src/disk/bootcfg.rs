@@ -41,7 +41,10 @@ pub fn kernel_options_for(arch: crate::recipe::arch::Arch, options: Vec<String>)
             .into_iter()
             .filter(|o| !o.starts_with("earlyprintk="))
             .flat_map(|o| match o.strip_prefix("console=ttyS0") {
-                Some(rest) => vec![format!("console=ttyS0{rest}"), format!("console=ttyAMA0{rest}")],
+                Some(rest) => vec![
+                    format!("console=ttyS0{rest}"),
+                    format!("console=ttyAMA0{rest}"),
+                ],
                 None => vec![o],
             })
             .collect(),
@@ -196,7 +199,10 @@ mod tests {
         let amd64 = kernel_options_for(Arch::Amd64, noble_kernel_options());
         assert_eq!(amd64, noble_kernel_options());
         let arm64 = kernel_options_for(Arch::Arm64, noble_kernel_options()).join(" ");
-        assert!(arm64.contains("console=ttyS0,115200n8 console=ttyAMA0,115200n8 rootdelay=300"), "{arm64}");
+        assert!(
+            arm64.contains("console=ttyS0,115200n8 console=ttyAMA0,115200n8 rootdelay=300"),
+            "{arm64}"
+        );
         assert!(!arm64.contains("earlyprintk"), "{arm64}");
     }
 

@@ -93,7 +93,11 @@ pub fn early_config(root_uuid: &str) -> String {
 /// Writes the early config into the root directory and creates the output directories of
 /// [`mkimage_commands`]. Run before those commands.
 pub fn prepare_root(root: &Path, root_uuid: &str) -> Result<()> {
-    for dir in ["boot/grub/i386-pc", "boot/grub/x86_64-efi", "boot/grub/arm64-efi"] {
+    for dir in [
+        "boot/grub/i386-pc",
+        "boot/grub/x86_64-efi",
+        "boot/grub/arm64-efi",
+    ] {
         let d = root.join(dir);
         std::fs::create_dir_all(&d).with_context(|| format!("{}: cannot create", d.display()))?;
     }

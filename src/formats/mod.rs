@@ -45,7 +45,10 @@ pub struct OvfOptions {
 /// A disk format to write.
 #[derive(Clone, Debug)]
 pub enum Format {
-    Qcow2 { compat: Qcow2Compat, compressed: bool },
+    Qcow2 {
+        compat: Qcow2Compat,
+        compressed: bool,
+    },
     /// Dynamic VHD, 2 MiB blocks (CloudStack/XenServer rules).
     VhdDynamic,
     /// Fixed VHD (Azure); the virtual size must be a whole number of MiB.
@@ -68,13 +71,16 @@ impl Format {
     /// The writer for this format.
     pub fn writer(&self) -> Box<dyn DiskWriter> {
         match self {
-            Format::Qcow2 { compat, compressed } => {
-                Box::new(qcow2::Qcow2Writer { compat: *compat, compressed: *compressed })
-            }
+            Format::Qcow2 { compat, compressed } => Box::new(qcow2::Qcow2Writer {
+                compat: *compat,
+                compressed: *compressed,
+            }),
             Format::VhdDynamic => Box::new(vhd::VhdWriter { fixed: false }),
             Format::VhdFixed => Box::new(vhd::VhdWriter { fixed: true }),
             Format::Vmdk => Box::new(vmdk::VmdkWriter),
-            Format::Ova(opts) => Box::new(ova::OvaWriter { options: opts.clone() }),
+            Format::Ova(opts) => Box::new(ova::OvaWriter {
+                options: opts.clone(),
+            }),
             Format::Raw => Box::new(raw::RawWriter),
         }
     }
@@ -117,7 +123,8 @@ pub struct CheckReport {
 /// at 0 or in the last 512 bytes); anything else is raw.
 pub fn detect(path: &Path) -> Result<DiskKind> {
     use std::io::{Read, Seek, SeekFrom};
-    let mut f = File::open(path).map_err(|e| anyhow::anyhow!("{}: cannot open: {e}", path.display()))?;
+    let mut f =
+        File::open(path).map_err(|e| anyhow::anyhow!("{}: cannot open: {e}", path.display()))?;
     let len = f.metadata()?.len();
     let mut head = [0u8; 8];
     let n = f.read(&mut head)?;

@@ -30,7 +30,9 @@ impl RawDisk {
     /// Opens a raw disk; the error names the file and what is wrong with it.
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-        let meta = file.metadata().with_context(|| format!("{}: cannot stat", path.display()))?;
+        let meta = file
+            .metadata()
+            .with_context(|| format!("{}: cannot stat", path.display()))?;
         if !meta.is_file() {
             bail!("{}: not a regular file", path.display());
         }
@@ -39,9 +41,18 @@ impl RawDisk {
             bail!("{}: raw disk is empty", path.display());
         }
         if size % 512 != 0 {
-            bail!("{}: raw disk size {} is not a multiple of 512", path.display(), size);
+            bail!(
+                "{}: raw disk size {} is not a multiple of 512",
+                path.display(),
+                size
+            );
         }
-        Ok(Self { file, path: path.to_path_buf(), size, meter: None })
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            size,
+            meter: None,
+        })
     }
 
     /// Shows the bytes read under `label` (their total: the data ranges), until

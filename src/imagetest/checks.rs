@@ -219,7 +219,8 @@ impl ImageOs {
         (when.os.is_empty() || when.os.contains(&self.name))
             && (when.os_family.is_empty() || when.os_family.contains(&self.family))
             && !when.not_os.contains(&self.name)
-            && (when.infrastructure.is_empty() || infra.is_some_and(|i| when.infrastructure.contains(i)))
+            && (when.infrastructure.is_empty()
+                || infra.is_some_and(|i| when.infrastructure.contains(i)))
             && !infra.is_some_and(|i| when.not_infrastructure.contains(i))
     }
 
@@ -306,7 +307,10 @@ mod tests {
             not_infrastructure: vec!["warden".into()],
             ..Default::default()
         };
-        assert!(!os.matches(Some(&vsphere_only)), "an OS image has no infrastructure");
+        assert!(
+            !os.matches(Some(&vsphere_only)),
+            "an OS image has no infrastructure"
+        );
         assert!(os.matches(Some(&not_warden)));
         os.infrastructure = Some("vsphere".into());
         assert!(os.matches(Some(&vsphere_only)));
@@ -360,7 +364,10 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(e.judge(0, "{\"a\": 1}\n"), None);
-        assert!(e.judge(0, "{\"a\": 1").unwrap().starts_with("output is not valid JSON"));
+        assert!(e
+            .judge(0, "{\"a\": 1")
+            .unwrap()
+            .starts_with("output is not valid JSON"));
     }
 
     #[test]

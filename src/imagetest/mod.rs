@@ -96,9 +96,10 @@ impl Report {
             match &r.verdict {
                 Verdict::Pass => text.push_str(&format!("PASS {id} {}\n", r.description)),
                 Verdict::Skip => text.push_str(&format!("SKIP {id} {}\n", r.description)),
-                Verdict::NotApplicable(why) => {
-                    text.push_str(&format!("SKIP {id} {} (not applicable: {why})\n", r.description))
-                }
+                Verdict::NotApplicable(why) => text.push_str(&format!(
+                    "SKIP {id} {} (not applicable: {why})\n",
+                    r.description
+                )),
                 Verdict::Fail { reason, output } => {
                     text.push_str(&format!("FAIL {id} {}: {reason}\n", r.description));
                     for line in output.lines().take(20) {
@@ -158,7 +159,11 @@ pub fn run_checks(root: &Path, checks: &[Check]) -> Result<Report> {
 }
 
 /// [`run_checks`] on a stemcell of `infrastructure` (selects the infrastructure's checks).
-pub fn run_checks_as(root: &Path, checks: &[Check], infrastructure: Option<&str>) -> Result<Report> {
+pub fn run_checks_as(
+    root: &Path,
+    checks: &[Check],
+    infrastructure: Option<&str>,
+) -> Result<Report> {
     let session = Session::open(root)?;
     let mut os = ImageOs::detect(root)?;
     os.infrastructure = infrastructure.map(str::to_string);
@@ -244,7 +249,12 @@ pub fn test_image(image: &Path, project_root: &Path) -> Result<Report> {
 
 /// [`test_image`] extracting under `scratch` (the work directory is removed afterwards, also
 /// when extraction or a check fails).
-pub fn test_image_in(image: &Path, project_root: &Path, scratch: &Path, json: bool) -> Result<Report> {
+pub fn test_image_in(
+    image: &Path,
+    project_root: &Path,
+    scratch: &Path,
+    json: bool,
+) -> Result<Report> {
     let report = if image.is_dir() {
         run_checks(image, &load_checks(project_root)?)?
     } else if image.is_file() {

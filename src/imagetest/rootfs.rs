@@ -151,9 +151,13 @@ fn restore_modes(device: &str, dest: &Path) -> Result<()> {
                 std::fs::set_permissions(&host, std::fs::Permissions::from_mode(mode & 0o7777))
                     .with_context(|| format!("{}: cannot set the mode", host.display()))?;
             }
-            0o020000 | 0o060000 | 0o010000 | 0o140000 => {
-                devices.push((path, host, mode, fields[3].to_string(), fields[4].to_string()))
-            }
+            0o020000 | 0o060000 | 0o010000 | 0o140000 => devices.push((
+                path,
+                host,
+                mode,
+                fields[3].to_string(),
+                fields[4].to_string(),
+            )),
             _ => {}
         }
     }

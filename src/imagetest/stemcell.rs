@@ -37,20 +37,25 @@ pub fn unpack(path: &Path, work: &Path) -> Result<StemcellDisk> {
     let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)));
     let mut infrastructure = None;
     let mut disk = None;
-    for entry in archive.entries().with_context(|| format!("{name}: not a tar"))? {
+    for entry in archive
+        .entries()
+        .with_context(|| format!("{name}: not a tar"))?
+    {
         let mut entry = entry.with_context(|| format!("{name}: unreadable member"))?;
         let member = entry.path()?.to_string_lossy().into_owned();
         match member.trim_start_matches("./") {
             "stemcell.MF" => {
                 let mut text = String::new();
                 entry.read_to_string(&mut text)?;
-                infrastructure = Some(infrastructure_of(&text).with_context(|| format!("{name}: stemcell.MF"))?);
+                infrastructure =
+                    Some(infrastructure_of(&text).with_context(|| format!("{name}: stemcell.MF"))?);
             }
             "image" => {
                 if entry.header().size()? == 0 {
                     bail!("{name}: a light stemcell (empty image): no disk to test");
                 }
-                disk = Some(image_disk(&mut entry, work).with_context(|| format!("{name}: image"))?);
+                disk =
+                    Some(image_disk(&mut entry, work).with_context(|| format!("{name}: image"))?);
             }
             _ => {}
         }
@@ -62,7 +67,10 @@ pub fn unpack(path: &Path, work: &Path) -> Result<StemcellDisk> {
         bail!("{name}: no image member")
     };
     let raw = to_raw(&disk, work)?;
-    Ok(StemcellDisk { infrastructure, raw })
+    Ok(StemcellDisk {
+        infrastructure,
+        raw,
+    })
 }
 
 /// `cloud_properties.infrastructure`, the name the CPIs read.
@@ -106,7 +114,8 @@ fn image_disk(image: &mut impl Read, work: &Path) -> Result<PathBuf> {
 
 /// Copies `src` to a new file, seeking over whole zero blocks (a raw disk is mostly holes).
 fn write_sparse(src: &mut impl Read, out: &Path) -> Result<()> {
-    let mut file = File::create(out).with_context(|| format!("{}: cannot create", out.display()))?;
+    let mut file =
+        File::create(out).with_context(|| format!("{}: cannot create", out.display()))?;
     let mut buf = vec![0u8; 1 << 16];
     let mut len = 0u64;
     loop {
@@ -146,7 +155,13 @@ fn to_raw(disk: &Path, work: &Path) -> Result<PathBuf> {
     cmd.arg("convert");
     if format == "vpc" {
         // The footer's current size, not the CHS geometry (which rounds the disk down).
-        cmd.args(["--image-opts", &format!("driver=vpc,force_size_calc=current_size,file.filename={}", disk.display())]);
+        cmd.args([
+            "--image-opts",
+            &format!(
+                "driver=vpc,force_size_calc=current_size,file.filename={}",
+                disk.display()
+            ),
+        ]);
     } else {
         cmd.args(["-f", format]).arg(disk);
     }

@@ -13,9 +13,9 @@
 //! input bytes and options only; it is one gzip member that `gzip -d`, Go's `compress/gzip` and
 //! `tar xzf` read back to the exact input.
 
+use super::libdeflate::{with_thread_compressor, Build, Compressor};
 use super::pipeline::ordered_map;
 use anyhow::{anyhow, Context, Result};
-use super::libdeflate::{with_thread_compressor, Build, Compressor};
 use flate2::Crc;
 use std::io::{self, Write};
 use std::sync::mpsc::{sync_channel, SyncSender};
@@ -321,8 +321,13 @@ mod tests {
     /// (`write_zeros`) or as data: reproducible stemcells need it.
     #[test]
     fn zeros_compress_the_same_from_holes_and_from_data() {
-        let opts = GzOptions { level: 6, block_size: 64 * 1024 };
-        let text: Vec<u8> = (0..200_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let opts = GzOptions {
+            level: 6,
+            block_size: 64 * 1024,
+        };
+        let text: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         let write = |holes: bool| {
             let mut w = ParallelGzWriter::new(Vec::new(), opts);
             w.write_all(&text[..100_000]).unwrap();
@@ -337,10 +342,24 @@ mod tests {
         let (a, b) = (write(true), write(false));
         let a2 = write(true);
         let first = |x: &[u8], y: &[u8]| x.iter().zip(y).position(|(p, q)| p != q);
-        assert!(a == a2, "same input twice differs at {:?} (len {} vs {})", first(&a, &a2), a.len(), a2.len());
-        assert!(a == b, "holes vs data differ at {:?} (len {} vs {})", first(&a, &b), a.len(), b.len());
+        assert!(
+            a == a2,
+            "same input twice differs at {:?} (len {} vs {})",
+            first(&a, &a2),
+            a.len(),
+            a2.len()
+        );
+        assert!(
+            a == b,
+            "holes vs data differ at {:?} (len {} vs {})",
+            first(&a, &b),
+            a.len(),
+            b.len()
+        );
         let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&a[..]).read_to_end(&mut back).unwrap();
+        flate2::read::GzDecoder::new(&a[..])
+            .read_to_end(&mut back)
+            .unwrap();
         assert_eq!(back.len(), text.len() + 1_000_000);
     }
 
@@ -414,7 +433,13 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let mut w = ParallelGzWriter::new(Vec::new(), GzOptions { level: 6, block_size: 16 * 1024 });
+        let mut w = ParallelGzWriter::new(
+            Vec::new(),
+            GzOptions {
+                level: 6,
+                block_size: 16 * 1024,
+            },
+        );
         let mut expect = Vec::new();
         for i in 0..300u64 {
             let len = (next() % 40_000) as usize;
@@ -432,8 +457,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pieces.gz");
         std::fs::write(&path, &out).unwrap();
-        let test = std::process::Command::new("gzip").arg("-t").arg(&path).output().unwrap();
-        assert!(test.status.success(), "gzip -t: {}", String::from_utf8_lossy(&test.stderr));
+        let test = std::process::Command::new("gzip")
+            .arg("-t")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            test.status.success(),
+            "gzip -t: {}",
+            String::from_utf8_lossy(&test.stderr)
+        );
     }
 
     /// Blocks do not refer to each other, yet 1 MiB blocks of real text compress within 1 % of
@@ -452,7 +485,13 @@ mod tests {
             text.extend_from_slice(words[(x % words.len() as u64) as usize].as_bytes());
             text.push(if x % 11 == 0 { b'\n' } else { b' ' });
         }
-        let ours = gz(&text, GzOptions { level: 6, block_size: 1 << 20 });
+        let ours = gz(
+            &text,
+            GzOptions {
+                level: 6,
+                block_size: 1 << 20,
+            },
+        );
         let mut whole = libdeflater::Compressor::new(libdeflater::CompressionLvl::new(6).unwrap());
         let mut buf = vec![0; whole.gzip_compress_bound(text.len())];
         let n = whole.gzip_compress(&text, &mut buf).unwrap();

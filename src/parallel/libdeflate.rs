@@ -52,7 +52,8 @@ pub enum Build {
 /// The renamed entry points of one build, and the levels it accepts.
 struct Api {
     alloc: unsafe extern "C" fn(i32) -> *mut RawCompressor,
-    compress: unsafe extern "C" fn(*mut RawCompressor, *const c_void, usize, *mut c_void, usize) -> usize,
+    compress:
+        unsafe extern "C" fn(*mut RawCompressor, *const c_void, usize, *mut c_void, usize) -> usize,
     free: unsafe extern "C" fn(*mut RawCompressor),
     levels: std::ops::RangeInclusive<i32>,
 }

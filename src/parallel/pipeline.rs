@@ -18,7 +18,9 @@ where
     W: Fn(T) -> Result<U> + Sync,
     S: FnMut(U) -> Result<()>,
 {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let window = window.max(threads * 2);
     // Tokens limit the items in flight: the producer takes one per item, the sink returns it.
     let (token_tx, token_rx) = sync_channel::<()>(window);
@@ -89,16 +91,30 @@ mod tests {
     #[test]
     fn keeps_order_and_propagates_errors() {
         let mut out = Vec::new();
-        ordered_map((0..1000u64).map(Ok), 8, |x| Ok(x * 2), |y| {
-            out.push(y);
-            Ok(())
-        })
+        ordered_map(
+            (0..1000u64).map(Ok),
+            8,
+            |x| Ok(x * 2),
+            |y| {
+                out.push(y);
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(out, (0..1000u64).map(|x| x * 2).collect::<Vec<_>>());
 
-        let err = ordered_map((0..1000u64).map(Ok), 8, |x| {
-            if x == 500 { anyhow::bail!("boom at {x}") } else { Ok(x) }
-        }, |_| Ok(()))
+        let err = ordered_map(
+            (0..1000u64).map(Ok),
+            8,
+            |x| {
+                if x == 500 {
+                    anyhow::bail!("boom at {x}")
+                } else {
+                    Ok(x)
+                }
+            },
+            |_| Ok(()),
+        )
         .unwrap_err();
         assert_eq!(err.to_string(), "boom at 500");
     }

@@ -256,7 +256,6 @@ impl ImageKind {
     }
 }
 
-
 /// `infrastructures/` of the project (see `resolve::project_root`).
 pub fn default_root() -> PathBuf {
     super::resolve::project_root()

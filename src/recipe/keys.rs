@@ -78,11 +78,23 @@ mod tests {
     #[test]
     fn bootstrap_key_covers_mirror_and_packages() {
         let k = bootstrap_key(b"os", "amd64", "http://a", "minbase", None);
-        assert_eq!(k, bootstrap_key(b"os", "amd64", "http://a", "minbase", None));
-        assert_ne!(k, bootstrap_key(b"os", "amd64", "http://b", "minbase", None));
+        assert_eq!(
+            k,
+            bootstrap_key(b"os", "amd64", "http://a", "minbase", None)
+        );
+        assert_ne!(
+            k,
+            bootstrap_key(b"os", "amd64", "http://b", "minbase", None)
+        );
         assert_ne!(k, bootstrap_key(b"os", "amd64", "http://a", "buildd", None));
-        assert_ne!(k, bootstrap_key(b"os2", "amd64", "http://a", "minbase", None));
-        assert_ne!(k, bootstrap_key(b"os", "arm64", "http://a", "minbase", None));
+        assert_ne!(
+            k,
+            bootstrap_key(b"os2", "amd64", "http://a", "minbase", None)
+        );
+        assert_ne!(
+            k,
+            bootstrap_key(b"os", "arm64", "http://a", "minbase", None)
+        );
     }
 
     #[test]
@@ -90,7 +102,13 @@ mod tests {
         let none = bootstrap_key(b"os", "amd64", "http://a", "minbase", None);
         let one = bootstrap_key(b"os", "amd64", "http://a", "minbase", Some(1700000000));
         assert_ne!(none, one);
-        assert_eq!(one, bootstrap_key(b"os", "amd64", "http://a", "minbase", Some(1700000000)));
-        assert_ne!(one, bootstrap_key(b"os", "amd64", "http://a", "minbase", Some(1700000001)));
+        assert_eq!(
+            one,
+            bootstrap_key(b"os", "amd64", "http://a", "minbase", Some(1700000000))
+        );
+        assert_ne!(
+            one,
+            bootstrap_key(b"os", "amd64", "http://a", "minbase", Some(1700000001))
+        );
     }
 }

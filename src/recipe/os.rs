@@ -160,9 +160,14 @@ pub fn load(root: &Path, name: &str) -> Result<LoadedOs> {
         );
     }
     for name in definition.arch_names() {
-        Arch::parse(&name).map_err(|e| anyhow::anyhow!("{}: architectures: {e}", file.display()))?;
+        Arch::parse(&name)
+            .map_err(|e| anyhow::anyhow!("{}: architectures: {e}", file.display()))?;
     }
-    let snapshots = definition.architectures.iter().flat_map(|m| m.values()).filter_map(|d| d.snapshot_mirror.as_ref());
+    let snapshots = definition
+        .architectures
+        .iter()
+        .flat_map(|m| m.values())
+        .filter_map(|d| d.snapshot_mirror.as_ref());
     for pattern in definition.snapshot_mirror.iter().chain(snapshots) {
         if !pattern.contains("{timestamp}") {
             bail!(

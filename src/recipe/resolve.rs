@@ -5,12 +5,12 @@
 //! `when`, render every template (an undefined variable fails here, not mid-build) and chain
 //! the cache keys.
 
+use super::arch::Arch;
 use super::keys::{bootstrap_key, KeyHasher};
 use super::load::{at, load_phase, read_file, yaml_files, Lines, LoadedStage};
 use super::plan::{Plan, PlannedStage};
 use super::stage::{AssetUse, Phase};
 use super::validate::{action_label, asset_path, validate_all, KnownNames};
-use super::arch::Arch;
 use super::{mirror, os, template, vars};
 use anyhow::{anyhow, bail, Result};
 use std::path::{Path, PathBuf};
@@ -120,7 +120,9 @@ pub fn resolve_with_apt(root: &Path, options: &PlanOptions, etc_apt: &Path) -> R
     all.extend(load_phase(root, Phase::Stemcell)?);
     validate_all(&all, &assets_dir, &known)?;
 
-    let osd = &loaded_os.definition.for_arch(options.arch, &loaded_os.file)?;
+    let osd = &loaded_os
+        .definition
+        .for_arch(options.arch, &loaded_os.file)?;
     let arch = options.arch.debian();
     let chosen = mirror::choose(
         osd,
@@ -171,7 +173,12 @@ pub fn resolve_with_apt(root: &Path, options: &PlanOptions, etc_apt: &Path) -> R
         let context = vars::to_context(&view);
         for s in all.iter().filter(|s| s.folder == phase) {
             let applies = s.stage.when.as_ref().is_none_or(|w| {
-                w.matches(&osd.name, &osd.family, arch, options.infrastructure.as_deref())
+                w.matches(
+                    &osd.name,
+                    &osd.family,
+                    arch,
+                    options.infrastructure.as_deref(),
+                )
             });
             if !applies {
                 continue;
@@ -212,12 +219,14 @@ fn plan_stage(
         .part("stage file", &s.bytes);
     let mut actions = Vec::new();
     for (i, entry) in s.stage.actions.iter().enumerate() {
-        let applies = entry
-            .when
-            .as_ref()
-            .is_none_or(|w| {
-                w.matches(&osd.name, &osd.family, options.arch.debian(), options.infrastructure.as_deref())
-            });
+        let applies = entry.when.as_ref().is_none_or(|w| {
+            w.matches(
+                &osd.name,
+                &osd.family,
+                options.arch.debian(),
+                options.infrastructure.as_deref(),
+            )
+        });
         if !applies {
             continue;
         }

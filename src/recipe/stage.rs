@@ -468,7 +468,13 @@ pub fn parse_mode(text: &str) -> Result<u32, String> {
 impl When {
     /// True when every listed condition holds for this OS, architecture and infrastructure.
     /// An `infrastructure` list never matches an OS-image-only build (`infrastructure` None).
-    pub fn matches(&self, os_name: &str, os_family: &str, arch: &str, infrastructure: Option<&str>) -> bool {
+    pub fn matches(
+        &self,
+        os_name: &str,
+        os_family: &str,
+        arch: &str,
+        infrastructure: Option<&str>,
+    ) -> bool {
         let has = |list: &[String], v: &str| list.iter().any(|x| x == v);
         (self.os.is_empty() || has(&self.os, os_name))
             && (self.arch.is_empty() || has(&self.arch, arch))
@@ -504,7 +510,12 @@ mod tests {
         let w = |yaml: &str| serde_yaml::from_str::<When>(yaml).unwrap();
         let any = When::default();
         assert!(any.matches("ubuntu-noble", "ubuntu", "amd64", None));
-        assert!(w("os_family: [debian]").matches("debian-bookworm", "debian", "amd64", Some("aws")));
+        assert!(w("os_family: [debian]").matches(
+            "debian-bookworm",
+            "debian",
+            "amd64",
+            Some("aws")
+        ));
         assert!(!w("os_family: [debian]").matches("ubuntu-noble", "ubuntu", "amd64", Some("aws")));
         assert!(!w("not_os: [ubuntu-jammy]").matches("ubuntu-jammy", "ubuntu", "amd64", None));
         assert!(w("infrastructure: [aws]").matches("ubuntu-noble", "ubuntu", "amd64", Some("aws")));

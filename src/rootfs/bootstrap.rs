@@ -25,7 +25,8 @@ pub const POLICY_RC_D: &str = "#!/bin/sh\n# stemcell build: no daemons in the ch
 /// committed, rootfs/layers.rs). Written by a mmdebstrap setup hook, so the bootstrap's own
 /// dpkg runs use it too; removed from every shipped tree (rootfs/export.rs).
 pub const DPKG_BUILD_CONFIG: &str = "etc/dpkg/dpkg.cfg.d/zz-stemcell-build";
-pub const DPKG_BUILD_OPTIONS: &str = "# stemcell build only: no fsync in a throwaway chroot\nforce-unsafe-io\n";
+pub const DPKG_BUILD_OPTIONS: &str =
+    "# stemcell build only: no fsync in a throwaway chroot\nforce-unsafe-io\n";
 
 /// Bootstraps `os` for `arch` from `mirror` into the empty directory `target`, logging to
 /// `log`. With `source_date_epoch`, mmdebstrap and dpkg get it (reproducible bootstrap). A
@@ -75,38 +76,38 @@ pub fn bootstrap(
         }
     };
     cmd.arg("mmdebstrap")
-    .arg(format!("--arch={}", arch.debian()))
-    .args([
-        "--variant=minbase",
-        "--mode=root",
-        "--format=directory",
-        "--verbose",
-        // The package lists mmdebstrap fetched stay, so the first stage that installs does
-        // not fetch and parse them again (1 to 1.5 s); base-apt refreshes them from its own
-        // sources anyway, as the official builder's base_apt does after deleting debootstrap's.
-        "--skip=cleanup/apt/lists",
-    ])
-    .arg(format!(
-        "--setup-hook=mkdir -p \"$1/{}\" && printf '{}' > \"$1/{DPKG_BUILD_CONFIG}\"",
-        Path::new(DPKG_BUILD_CONFIG).parent().unwrap().display(),
-        DPKG_BUILD_OPTIONS.replace('\n', "\\n")
-    ))
-    .arg(format!("--keyring={}", os.keyring))
-    .arg(format!("--components={}", os.components.join(",")))
-    // A mirror that does not answer fails in about a minute, not after apt's default retries.
-    .args([
-        "--aptopt=Acquire::Retries \"2\"",
-        "--aptopt=Acquire::http::Timeout \"20\"",
-    ])
-    .arg(&os.suite)
-    .arg(target)
-    .arg(mirror)
-    .env_clear()
-    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-    .env("LC_ALL", "C")
-    .stdin(Stdio::null())
-    .stdout(log_file.try_clone()?)
-    .stderr(log_file);
+        .arg(format!("--arch={}", arch.debian()))
+        .args([
+            "--variant=minbase",
+            "--mode=root",
+            "--format=directory",
+            "--verbose",
+            // The package lists mmdebstrap fetched stay, so the first stage that installs does
+            // not fetch and parse them again (1 to 1.5 s); base-apt refreshes them from its own
+            // sources anyway, as the official builder's base_apt does after deleting debootstrap's.
+            "--skip=cleanup/apt/lists",
+        ])
+        .arg(format!(
+            "--setup-hook=mkdir -p \"$1/{}\" && printf '{}' > \"$1/{DPKG_BUILD_CONFIG}\"",
+            Path::new(DPKG_BUILD_CONFIG).parent().unwrap().display(),
+            DPKG_BUILD_OPTIONS.replace('\n', "\\n")
+        ))
+        .arg(format!("--keyring={}", os.keyring))
+        .arg(format!("--components={}", os.components.join(",")))
+        // A mirror that does not answer fails in about a minute, not after apt's default retries.
+        .args([
+            "--aptopt=Acquire::Retries \"2\"",
+            "--aptopt=Acquire::http::Timeout \"20\"",
+        ])
+        .arg(&os.suite)
+        .arg(target)
+        .arg(mirror)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file);
     if let Some(t) = source_date_epoch {
         cmd.env("SOURCE_DATE_EPOCH", t.to_string());
     }

@@ -45,7 +45,10 @@ pub fn record(store: &LayerStore, key: &str, rec: &LayerRecord) {
 
 /// Marks a cached layer as used now (its `.done` mtime).
 pub fn touch(store: &LayerStore, key: &str) {
-    if let Ok(f) = std::fs::File::options().append(true).open(store.done_marker(key)) {
+    if let Ok(f) = std::fs::File::options()
+        .append(true)
+        .open(store.done_marker(key))
+    {
         let _ = f.set_modified(SystemTime::now());
     }
 }
@@ -98,7 +101,11 @@ pub fn list(work_dir: &Path) -> Result<Listing> {
             let record = std::fs::read(layers_dir.join(format!("{name}.json")))
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
-            let age_from = if done.exists() { done.clone() } else { e.path() };
+            let age_from = if done.exists() {
+                done.clone()
+            } else {
+                e.path()
+            };
             layers.push(LayerEntry {
                 complete: done.exists(),
                 record,
@@ -123,15 +130,31 @@ pub fn list(work_dir: &Path) -> Result<Listing> {
             }
         }
     }
-    for (dir, kind) in [("inputs", "inputs"), ("logs", "logs"), ("run-inputs", "inputs"), ("finish", "other")] {
+    for (dir, kind) in [
+        ("inputs", "inputs"),
+        ("logs", "logs"),
+        ("run-inputs", "inputs"),
+        ("finish", "other"),
+    ] {
         let d = work_dir.join(dir);
         if d.exists() {
-            files.push(FileEntry { kind: kind.into(), bytes: disk_usage(&d)?, age_seconds: age(&d), path: d });
+            files.push(FileEntry {
+                kind: kind.into(),
+                bytes: disk_usage(&d)?,
+                age_seconds: age(&d),
+                path: d,
+            });
         }
     }
     files.sort_by(|a, b| (&a.kind, &a.path).cmp(&(&b.kind, &b.path)));
-    let total_bytes = layers.iter().map(|l| l.bytes).sum::<u64>() + files.iter().map(|f| f.bytes).sum::<u64>();
-    Ok(Listing { work_dir: work_dir.to_path_buf(), layers, files, total_bytes })
+    let total_bytes =
+        layers.iter().map(|l| l.bytes).sum::<u64>() + files.iter().map(|f| f.bytes).sum::<u64>();
+    Ok(Listing {
+        work_dir: work_dir.to_path_buf(),
+        layers,
+        files,
+        total_bytes,
+    })
 }
 
 /// Orders layers by OS, then chain by chain (a bootstrap or an import and what was built on
@@ -139,7 +162,12 @@ pub fn list(work_dir: &Path) -> Result<Listing> {
 fn order_layers(layers: &mut [LayerEntry]) {
     let parents: BTreeMap<String, Option<String>> = layers
         .iter()
-        .map(|l| (l.key.clone(), l.record.as_ref().and_then(|r| r.parent.clone())))
+        .map(|l| {
+            (
+                l.key.clone(),
+                l.record.as_ref().and_then(|r| r.parent.clone()),
+            )
+        })
         .collect();
     // (chain root, depth) of each layer.
     let place = |key: &str| {
@@ -154,8 +182,16 @@ fn order_layers(layers: &mut [LayerEntry]) {
         (k, depth)
     };
     layers.sort_by_cached_key(|l| {
-        let os = l.record.as_ref().map(|r| r.os.clone()).unwrap_or_else(|| "~unknown".into());
-        let infra = l.record.as_ref().and_then(|r| r.infrastructure.clone()).unwrap_or_default();
+        let os = l
+            .record
+            .as_ref()
+            .map(|r| r.os.clone())
+            .unwrap_or_else(|| "~unknown".into());
+        let infra = l
+            .record
+            .as_ref()
+            .and_then(|r| r.infrastructure.clone())
+            .unwrap_or_default();
         let (root, depth) = place(&l.key);
         (os, root, depth, infra, l.age_seconds)
     });
@@ -186,7 +222,10 @@ pub fn prune(work_dir: &Path, options: &PruneOptions) -> Result<Pruned> {
         bail!("cache prune: give --keep-latest N, --older-than DAYS, or both");
     }
     if !work_dir.join("layers").is_dir() {
-        bail!("{}: not a stemcell work directory (no layers/)", work_dir.display());
+        bail!(
+            "{}: not a stemcell work directory (no layers/)",
+            work_dir.display()
+        );
     }
     // Lock first: no stage can start while we look and remove.
     let store = LayerStore::open(work_dir)
@@ -207,7 +246,13 @@ pub fn prune(work_dir: &Path, options: &PruneOptions) -> Result<Pruned> {
             continue;
         }
         let group = match &l.record {
-            Some(r) => format!("{}/{}/{}/{}", r.os, r.phase, r.stage, r.infrastructure.as_deref().unwrap_or("")),
+            Some(r) => format!(
+                "{}/{}/{}/{}",
+                r.os,
+                r.phase,
+                r.stage,
+                r.infrastructure.as_deref().unwrap_or("")
+            ),
             None => format!("unknown/{}", l.key),
         };
         groups.entry(group).or_default().push(l);
@@ -231,9 +276,22 @@ pub fn prune(work_dir: &Path, options: &PruneOptions) -> Result<Pruned> {
         out.layers.push(l.key.clone());
         out.bytes += l.bytes;
     }
-    let live: HashSet<&str> = listing.layers.iter().map(|l| l.key.as_str()).filter(|k| !gone.contains(k)).collect();
-    for f in listing.files.iter().filter(|f| f.kind == "export" || f.kind == "disk") {
-        let name = f.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let live: HashSet<&str> = listing
+        .layers
+        .iter()
+        .map(|l| l.key.as_str())
+        .filter(|k| !gone.contains(k))
+        .collect();
+    for f in listing
+        .files
+        .iter()
+        .filter(|f| f.kind == "export" || f.kind == "disk")
+    {
+        let name = f
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let orphan = f.kind == "export" && !live.contains(super::export::cached_export_top(&name));
         let criteria = options.older_than.is_some() && old(f.age_seconds);
         if orphan || criteria {
@@ -251,7 +309,8 @@ pub fn prune(work_dir: &Path, options: &PruneOptions) -> Result<Pruned> {
 fn remove_layer(store: &LayerStore, key: &str) -> Result<()> {
     let done = store.done_marker(key);
     if done.exists() {
-        std::fs::remove_file(&done).with_context(|| format!("{}: cannot remove", done.display()))?;
+        std::fs::remove_file(&done)
+            .with_context(|| format!("{}: cannot remove", done.display()))?;
     }
     let _ = std::fs::remove_file(record_path(store, key));
     let partial = store.dir().join(LayerStore::partial_name(key));
@@ -296,7 +355,9 @@ pub fn disk_usage(p: &Path) -> Result<u64> {
     let mut total = 0u64;
     let mut stack = vec![p.to_path_buf()];
     while let Some(p) = stack.pop() {
-        let Ok(m) = p.symlink_metadata() else { continue };
+        let Ok(m) = p.symlink_metadata() else {
+            continue;
+        };
         if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) {
             continue;
         }
@@ -353,8 +414,12 @@ mod tests {
     }
 
     fn set_age(store: &LayerStore, key: &str, days: u64) {
-        let f = std::fs::File::options().append(true).open(store.done_marker(key)).unwrap();
-        f.set_modified(SystemTime::now() - Duration::from_secs(days * 86_400)).unwrap();
+        let f = std::fs::File::options()
+            .append(true)
+            .open(store.done_marker(key))
+            .unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(days * 86_400))
+            .unwrap();
     }
 
     #[test]
@@ -375,30 +440,72 @@ mod tests {
             std::fs::write(w.join("exports/old1.tgz"), b"x").unwrap();
             std::fs::write(w.join("exports/new2-0123456789ab.tgz"), b"x").unwrap();
             // While a build holds the lock, prune refuses and removes nothing.
-            let e = prune(w, &PruneOptions { keep_latest: Some(1), ..Default::default() }).unwrap_err();
-            assert!(format!("{e:#}").contains("another build is using this work directory"), "{e:#}");
+            let e = prune(
+                w,
+                &PruneOptions {
+                    keep_latest: Some(1),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+            assert!(
+                format!("{e:#}").contains("another build is using this work directory"),
+                "{e:#}"
+            );
             assert!(store.is_done("old1"));
         }
         let l = list(w).unwrap();
         assert_eq!(l.layers.len(), 5);
         assert_eq!(l.layers[0].record.as_ref().unwrap().stage, "base");
         assert!(l.layers.iter().any(|x| x.key == "torn" && !x.complete));
-        let dry = prune(w, &PruneOptions { keep_latest: Some(1), dry_run: true, ..Default::default() }).unwrap();
+        let dry = prune(
+            w,
+            &PruneOptions {
+                keep_latest: Some(1),
+                dry_run: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(dry.layers, ["torn", "old1"]);
         assert!(w.join("layers/old1").is_dir());
-        let done = prune(w, &PruneOptions { keep_latest: Some(1), ..Default::default() }).unwrap();
+        let done = prune(
+            w,
+            &PruneOptions {
+                keep_latest: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(done.layers, ["torn", "old1"]);
         assert_eq!(done.files, [w.join("exports/old1.tgz")]);
         assert!(!w.join("layers/old1").exists() && !w.join("layers/old1.done").exists());
         assert!(!w.join("layers/old1.json").exists() && !w.join("layers/torn").exists());
-        assert!(w.join("layers/new1.done").exists() && w.join("exports/new2-0123456789ab.tgz").exists());
+        assert!(
+            w.join("layers/new1.done").exists() && w.join("exports/new2-0123456789ab.tgz").exists()
+        );
         // --older-than alone reaches the unrecorded layer once it is old enough.
-        let p = prune(w, &PruneOptions { older_than: Some(Duration::from_secs(30 * 86_400)), ..Default::default() }).unwrap();
+        let p = prune(
+            w,
+            &PruneOptions {
+                older_than: Some(Duration::from_secs(30 * 86_400)),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(p.layers, ["anon"]);
         assert!(w.join("layers/new2.done").exists());
         // A live process's merged root blocks pruning.
-        std::fs::create_dir_all(w.join(format!("finish/{}.openstack", std::process::id()))).unwrap();
-        let e = prune(w, &PruneOptions { keep_latest: Some(0), ..Default::default() }).unwrap_err();
+        std::fs::create_dir_all(w.join(format!("finish/{}.openstack", std::process::id())))
+            .unwrap();
+        let e = prune(
+            w,
+            &PruneOptions {
+                keep_latest: Some(0),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("still packing stemcells"), "{e}");
         assert!(w.join("layers/new2.done").exists());
     }

@@ -358,33 +358,38 @@ impl Session {
         let mut cmd = private_namespaces();
         let setup = format!("{}{SETUP}", emulation::SHELL_FUNCTION);
         cmd.args(["--", "/bin/sh", "-c", &setup, "stemcell-setup"])
-        .arg(match exec {
-            Exec::Host => "host",
-            Exec::Inspect => "inspect",
-            Exec::Chroot => "chroot",
-        })
-        .arg(&self.root)
-        .arg(&layers)
-        .args([&overlay, script])
-        .arg(
-            self.binds
-                .iter()
-                .map(|(src, dst)| format!("{}\t{dst}", src.display()))
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
-        .arg(self.emulator.as_ref().map(Emulator::binfmt_rule).unwrap_or_default())
-        .args(
-            self.env
-                .iter()
-                .map(|(n, v)| OsString::from(format!("{n}={v}"))),
-        )
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("LC_ALL", "C")
-        .stdin(stdin)
-        .stdout(stdout)
-        .stderr(stderr);
+            .arg(match exec {
+                Exec::Host => "host",
+                Exec::Inspect => "inspect",
+                Exec::Chroot => "chroot",
+            })
+            .arg(&self.root)
+            .arg(&layers)
+            .args([&overlay, script])
+            .arg(
+                self.binds
+                    .iter()
+                    .map(|(src, dst)| format!("{}\t{dst}", src.display()))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+            .arg(
+                self.emulator
+                    .as_ref()
+                    .map(Emulator::binfmt_rule)
+                    .unwrap_or_default(),
+            )
+            .args(
+                self.env
+                    .iter()
+                    .map(|(n, v)| OsString::from(format!("{n}={v}"))),
+            )
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LC_ALL", "C")
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             cmd.pre_exec(|| {

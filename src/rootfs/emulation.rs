@@ -50,8 +50,13 @@ fn emulator_from(arch: Arch, find: impl Fn(&str) -> Option<PathBuf>) -> Result<O
         );
     }
     let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if !filesystems.lines().any(|l| l.trim_end().ends_with("binfmt_misc")) {
-        bail!("building {arch} needs binfmt_misc: this kernel does not have it (/proc/filesystems)");
+    if !filesystems
+        .lines()
+        .any(|l| l.trim_end().ends_with("binfmt_misc"))
+    {
+        bail!(
+            "building {arch} needs binfmt_misc: this kernel does not have it (/proc/filesystems)"
+        );
     }
     Ok(Some(Emulator { arch, interpreter }))
 }
@@ -85,7 +90,10 @@ fn elf_magic(arch: Arch) -> ([u8; 20], [u8; 20]) {
 
 /// Whether an ELF64 executable names a program interpreter (is dynamically linked).
 fn has_interpreter(elf: &[u8]) -> bool {
-    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u16_at = |o: usize| {
+        elf.get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
     let u64_at = |o: usize| {
         elf.get(o..o + 8)
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
@@ -153,16 +161,23 @@ mod tests {
     fn native_needs_no_emulator_and_dynamic_binaries_are_spotted() {
         assert!(for_arch(Arch::host().unwrap()).unwrap().is_none());
         let own = std::fs::read("/proc/self/exe").unwrap();
-        assert!(has_interpreter(&own), "test binaries are dynamically linked");
+        assert!(
+            has_interpreter(&own),
+            "test binaries are dynamically linked"
+        );
     }
 
     #[test]
     fn a_host_that_cannot_emulate_says_why_in_one_line() {
-        let missing = emulator_from(Arch::Arm64, |_| None).unwrap_err().to_string();
+        let missing = emulator_from(Arch::Arm64, |_| None)
+            .unwrap_err()
+            .to_string();
         assert!(missing.starts_with("building arm64 on this amd64 host needs qemu-aarch64: not found (install the Debian package 'qemu-user'"), "{missing}");
         assert_eq!(missing.lines().count(), 1);
         // A dynamically linked emulator cannot run in the chroot, which lacks the host's libraries.
-        let dynamic = emulator_from(Arch::Arm64, |_| Some("/proc/self/exe".into())).unwrap_err().to_string();
+        let dynamic = emulator_from(Arch::Arm64, |_| Some("/proc/self/exe".into()))
+            .unwrap_err()
+            .to_string();
         assert!(dynamic.ends_with("dynamically linked; the chroot cannot load the host's libraries (install the Debian package 'qemu-user' 8.1 or later, or 'qemu-user-static')"), "{dynamic}");
     }
 }

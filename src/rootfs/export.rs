@@ -204,7 +204,10 @@ pub fn write_os_image(
 ) -> Result<()> {
     // The export is cached by the top layer's key and the export recipe, so a rerun with
     // nothing changed only copies three files (make-style: seconds, not a re-compression).
-    let cached = store.work_dir().join("exports").join(cached_export_name(&lower[0]));
+    let cached = store
+        .work_dir()
+        .join("exports")
+        .join(cached_export_name(&lower[0]));
     let parts = |base: &Path| {
         [
             base.to_path_buf(),
@@ -216,9 +219,21 @@ pub fn write_os_image(
         std::fs::create_dir_all(cached.parent().unwrap())
             .with_context(|| format!("{}: cannot create", cached.display()))?;
         let logs = store.work_dir().join("logs");
-        write_tarball(store, lower, source_date_epoch, &cached, true, &logs.join("export.log"))?;
+        write_tarball(
+            store,
+            lower,
+            source_date_epoch,
+            &cached,
+            true,
+            &logs.join("export.log"),
+        )?;
         let session = read_only_session(store, lower)?;
-        write_command_output(&session, "dpkg -l", &side_file(&cached, "packages.txt"), true)?;
+        write_command_output(
+            &session,
+            "dpkg -l",
+            &side_file(&cached, "packages.txt"),
+            true,
+        )?;
         write_command_output(
             &session,
             "cat /var/vcap/bosh/etc/dev_tools_file_list 2>/dev/null || true",
@@ -228,8 +243,10 @@ pub fn write_os_image(
     }
     for (from, to) in parts(&cached).iter().zip(parts(output).iter()) {
         let mut out = AtomicOutput::create(to, force)?;
-        let mut src = std::fs::File::open(from).with_context(|| format!("{}: cannot open", from.display()))?;
-        std::io::copy(&mut src, out.file()).with_context(|| format!("{}: cannot write", to.display()))?;
+        let mut src = std::fs::File::open(from)
+            .with_context(|| format!("{}: cannot open", from.display()))?;
+        std::io::copy(&mut src, out.file())
+            .with_context(|| format!("{}: cannot write", to.display()))?;
         out.commit()?;
     }
     Ok(())

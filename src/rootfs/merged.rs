@@ -19,8 +19,14 @@ pub fn enter_private_mount_namespace() -> Result<()> {
     use nix::mount::{mount, MsFlags};
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .context("cannot create a private mount namespace (run as root)")?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .context("cannot make the mount namespace private")?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .context("cannot make the mount namespace private")?;
     Ok(())
 }
 
@@ -40,10 +46,14 @@ impl MergedRoot {
         remove_stale(&finish);
         let scratch = finish.join(format!("{}.{name}", std::process::id()));
         remove_tree(&scratch)?;
-        let merged = Self { root: scratch.join("root"), scratch };
+        let merged = Self {
+            root: scratch.join("root"),
+            scratch,
+        };
         for d in ["upper", "work", "root"] {
             let p = merged.scratch.join(d);
-            std::fs::create_dir_all(&p).with_context(|| format!("{}: cannot create", p.display()))?;
+            std::fs::create_dir_all(&p)
+                .with_context(|| format!("{}: cannot create", p.display()))?;
         }
         // Layer names relative to the layer directory keep the options under the one-page limit.
         let overlay = OverlaySpec {
@@ -70,7 +80,8 @@ impl MergedRoot {
             mount(&options)?;
         }
         let mut undo = std::process::Command::new("/bin/sh");
-        undo.args(["-e", "-c", UNDO_BUILD_ONLY]).env("ROOT", &merged.root);
+        undo.args(["-e", "-c", UNDO_BUILD_ONLY])
+            .env("ROOT", &merged.root);
         run(undo, &merged.root, "cannot undo the build-only changes")?;
         Ok(merged)
     }
@@ -96,9 +107,15 @@ impl Drop for MergedRoot {
 
 /// Runs `cmd`; a failure becomes one line naming `path`, `what` failed and the command's stderr.
 fn run(mut cmd: std::process::Command, path: &Path, what: &str) -> Result<()> {
-    let out = cmd.output().with_context(|| format!("{}: {what}: cannot start {cmd:?}", path.display()))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("{}: {what}: cannot start {cmd:?}", path.display()))?;
     if !out.status.success() {
-        bail!("{}: {what}: {}", path.display(), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "{}: {what}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }

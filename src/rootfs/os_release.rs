@@ -12,7 +12,9 @@ pub fn read_from_tarball(tarball: &Path) -> Result<String> {
     let name = tarball.display();
     let mut file = std::fs::File::open(tarball).with_context(|| format!("{name}: cannot open"))?;
     let mut magic = [0u8; 2];
-    let n = file.read(&mut magic).with_context(|| format!("{name}: cannot read"))?;
+    let n = file
+        .read(&mut magic)
+        .with_context(|| format!("{name}: cannot read"))?;
     let head = std::io::Cursor::new(magic[..n].to_vec()).chain(file);
     let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
         Box::new(flate2::read::MultiGzDecoder::new(head))
@@ -21,7 +23,9 @@ pub fn read_from_tarball(tarball: &Path) -> Result<String> {
     };
     let mut archive = tar::Archive::new(reader);
     let mut usr_lib = None;
-    let entries = archive.entries().with_context(|| format!("{name}: not a tar archive"))?;
+    let entries = archive
+        .entries()
+        .with_context(|| format!("{name}: not a tar archive"))?;
     for entry in entries {
         let mut entry = entry.with_context(|| format!("{name}: truncated or corrupt tarball"))?;
         let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
@@ -42,7 +46,9 @@ pub fn read_from_tarball(tarball: &Path) -> Result<String> {
             usr_lib = Some(text);
         }
     }
-    usr_lib.with_context(|| format!("{name}: not an OS image (no /etc/os-release or /usr/lib/os-release)"))
+    usr_lib.with_context(|| {
+        format!("{name}: not an OS image (no /etc/os-release or /usr/lib/os-release)")
+    })
 }
 
 /// `KEY=value` lines, quotes removed.
@@ -57,7 +63,9 @@ pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 /// `what` names the source in errors.
 pub fn os_name(root: &Path, text: &str, what: &str) -> Result<String> {
     let id = field(text, "ID").unwrap_or("");
-    let codename = field(text, "VERSION_CODENAME").or_else(|| field(text, "UBUNTU_CODENAME")).unwrap_or("");
+    let codename = field(text, "VERSION_CODENAME")
+        .or_else(|| field(text, "UBUNTU_CODENAME"))
+        .unwrap_or("");
     if id.is_empty() || codename.is_empty() {
         bail!("{what}: /etc/os-release has no ID or VERSION_CODENAME");
     }
@@ -99,8 +107,13 @@ mod tests {
         assert_eq!(os_name(root, noble, "x").unwrap(), "ubuntu-noble");
         let trixie = "ID=debian\nVERSION_ID=\"13\"\nVERSION_CODENAME=trixie\n";
         assert_eq!(os_name(root, trixie, "x").unwrap(), "debian-trixie");
-        let e = os_name(root, "ID=debian\nVERSION_CODENAME=forky\n", "img.tgz").unwrap_err().to_string();
-        assert!(e.starts_with("img.tgz: /etc/os-release says ID=debian VERSION_CODENAME=forky"), "{e}");
+        let e = os_name(root, "ID=debian\nVERSION_CODENAME=forky\n", "img.tgz")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("img.tgz: /etc/os-release says ID=debian VERSION_CODENAME=forky"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -108,7 +121,10 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let tgz = t.path().join("evil.tgz");
         let f = std::fs::File::create(&tgz).unwrap();
-        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(f, flate2::Compression::fast()));
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            f,
+            flate2::Compression::fast(),
+        ));
         let mut h = tar::Header::new_gnu();
         h.set_size(2);
         h.set_mode(0o644);

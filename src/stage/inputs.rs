@@ -361,28 +361,51 @@ mod tests {
     fn select_prefers_the_given_input_and_defaults_to_the_pinned_releases() {
         let assets = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets");
         let d = "c".repeat(64);
-        let given = select(&assets, "bosh-agent", Arch::Amd64, Some("/a"), Some(&d), false)
-            .unwrap()
-            .unwrap();
+        let given = select(
+            &assets,
+            "bosh-agent",
+            Arch::Amd64,
+            Some("/a"),
+            Some(&d),
+            false,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(given.location, "/a");
         // Without a flag, the pinned release with the official digest.
-        let agent = select(&assets, "bosh-agent", Arch::Amd64, None, None, true).unwrap().unwrap();
+        let agent = select(&assets, "bosh-agent", Arch::Amd64, None, None, true)
+            .unwrap()
+            .unwrap();
         assert_eq!(
             agent.sha256,
             "643de21ae5caced425c128ab2397ef8e0d3ffb588c2c891bc5342682690a40c7"
         );
-        let dav = select(&assets, "bosh-blobstore-dav", Arch::Amd64, None, None, false)
-            .unwrap()
-            .unwrap();
+        let dav = select(
+            &assets,
+            "bosh-blobstore-dav",
+            Arch::Amd64,
+            None,
+            None,
+            false,
+        )
+        .unwrap()
+        .unwrap();
         assert!(dav.location.contains("davcli-0.0.372"), "{}", dav.location);
         // The opt-out drops the CLIs, never the agent.
         assert_eq!(
             select(&assets, "bosh-blobstore-dav", Arch::Amd64, None, None, true).unwrap(),
             None
         );
-        let e = select(&assets, "bosh-blobstore-s3", Arch::Amd64, None, Some(&d), false)
-            .unwrap_err()
-            .to_string();
+        let e = select(
+            &assets,
+            "bosh-blobstore-s3",
+            Arch::Amd64,
+            None,
+            Some(&d),
+            false,
+        )
+        .unwrap_err()
+        .to_string();
         assert_eq!(
             e,
             "bosh-blobstore-s3: a sha256 was given without a PATH or URL"
@@ -391,11 +414,24 @@ mod tests {
             input_hint("bosh-blobstore-azure-storage"),
             "pass --blobstore-azure-storage PATH --blobstore-azure-storage-sha256 HEX, or --no-blobstore-clis"
         );
-        assert_eq!(input_hint("bosh-agent"), "pass --agent PATH --agent-sha256 HEX");
+        assert_eq!(
+            input_hint("bosh-agent"),
+            "pass --agent PATH --agent-sha256 HEX"
+        );
         // The pinned releases are amd64 binaries: an arm64 build names every input itself.
-        let e = select(&assets, "bosh-agent", Arch::Arm64, None, None, false).unwrap_err().to_string();
+        let e = select(&assets, "bosh-agent", Arch::Arm64, None, None, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("bosh-agent: the release pinned in "), "{e}");
         assert!(e.ends_with("agent-release.yaml is linux-amd64, and this build is for arm64; pass --agent PATH --agent-sha256 HEX"), "{e}");
-        assert!(select(&assets, "bosh-agent", Arch::Arm64, Some("/a"), Some(&d), false).is_ok());
+        assert!(select(
+            &assets,
+            "bosh-agent",
+            Arch::Arm64,
+            Some("/a"),
+            Some(&d),
+            false
+        )
+        .is_ok());
     }
 }

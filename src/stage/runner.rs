@@ -5,12 +5,12 @@
 //! terminal), and a duration report at the end.
 
 use super::actions::{self, ActionContext};
+use crate::progress::Steps;
 use crate::recipe::plan::{Plan, PlannedStage};
 use crate::recipe::stage::Phase;
 use crate::rootfs::chroot::{OverlaySpec, Session};
 use crate::rootfs::layers::LayerStore;
 use crate::rootfs::{bootstrap, cache, host_tools};
-use crate::progress::Steps;
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -120,20 +120,30 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<Built> {
         let target = store.begin(&plan.bootstrap_key)?;
         std::fs::remove_dir(&target)?; // mmdebstrap wants to create it
         let log = logs.join("00-bootstrap.log");
-        let result =
-            bootstrap::bootstrap(&plan.os, plan.arch, &plan.mirror, plan.source_date_epoch, &target, &log);
+        let result = bootstrap::bootstrap(
+            &plan.os,
+            plan.arch,
+            &plan.mirror,
+            plan.source_date_epoch,
+            &target,
+            &log,
+        );
         if let Err(e) = result {
             store.abandon(&plan.bootstrap_key);
             progress.fail("bootstrap");
             return Err(e);
         }
         store.commit(&plan.bootstrap_key)?;
-        cache::record(&store, &plan.bootstrap_key, &cache::LayerRecord {
-            os: plan.os.name.clone(),
-            phase: "bootstrap".into(),
-            stage: "bootstrap".into(),
-            ..Default::default()
-        });
+        cache::record(
+            &store,
+            &plan.bootstrap_key,
+            &cache::LayerRecord {
+                os: plan.os.name.clone(),
+                phase: "bootstrap".into(),
+                stage: "bootstrap".into(),
+                ..Default::default()
+            },
+        );
     } else {
         cache::touch(&store, &plan.bootstrap_key);
     }
@@ -164,13 +174,20 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<Built> {
                 )));
             }
             store.commit(&stage.key)?;
-            cache::record(&store, &stage.key, &cache::LayerRecord {
-                os: plan.os.name.clone(),
-                phase: stage.phase.to_string(),
-                stage: stage.name.clone(),
-                infrastructure: plan.infrastructure.clone().filter(|_| stage.phase == Phase::Stemcell),
-                parent: layers.first().cloned(),
-            });
+            cache::record(
+                &store,
+                &stage.key,
+                &cache::LayerRecord {
+                    os: plan.os.name.clone(),
+                    phase: stage.phase.to_string(),
+                    stage: stage.name.clone(),
+                    infrastructure: plan
+                        .infrastructure
+                        .clone()
+                        .filter(|_| stage.phase == Phase::Stemcell),
+                    parent: layers.first().cloned(),
+                },
+            );
         } else {
             cache::touch(&store, &stage.key);
         }

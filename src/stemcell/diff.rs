@@ -100,7 +100,11 @@ pub fn diff(a: &Path, b: &Path, files: bool) -> Result<StemcellDiff> {
     for key in ma.keys().chain(mb.keys().filter(|k| !ma.contains_key(*k))) {
         let (va, vb) = (ma.get(key).cloned(), mb.get(key).cloned());
         if va != vb {
-            manifest.push(ValueChange { key: key.clone(), a: va, b: vb });
+            manifest.push(ValueChange {
+                key: key.clone(),
+                a: va,
+                b: vb,
+            });
         }
     }
     let packages = set_diff(&packages(&sa), &packages(&sb));
@@ -138,7 +142,8 @@ fn manifest_values(scan: &Scan, path: &Path) -> Result<BTreeMap<String, String>>
         .manifest_text
         .as_deref()
         .with_context(|| format!("{}: no stemcell.MF member", path.display()))?;
-    let v: Value = serde_yaml::from_str(text).with_context(|| format!("{}: stemcell.MF: invalid YAML", path.display()))?;
+    let v: Value = serde_yaml::from_str(text)
+        .with_context(|| format!("{}: stemcell.MF: invalid YAML", path.display()))?;
     let mut out = BTreeMap::new();
     flatten("", &v, &mut out);
     Ok(out)
@@ -150,9 +155,16 @@ fn flatten(prefix: &str, v: &Value, out: &mut BTreeMap<String, String>) {
             for (k, v) in m {
                 let k = match k {
                     Value::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+                    other => serde_yaml::to_string(other)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
                 };
-                let key = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&key, v, out);
             }
         }
@@ -173,7 +185,9 @@ fn small<'a>(scan: &'a Scan, name: &str) -> Option<&'a [u8]> {
 }
 
 fn packages(scan: &Scan) -> BTreeMap<String, String> {
-    let text = small(scan, "packages.txt").map(String::from_utf8_lossy).unwrap_or_default();
+    let text = small(scan, "packages.txt")
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
     parse_dpkg_list(&text)
         .into_iter()
         .map(|p| (p.name, p.version))
@@ -182,14 +196,23 @@ fn packages(scan: &Scan) -> BTreeMap<String, String> {
 
 /// The SPDX packages (name, versionInfo), else the CycloneDX components (name, version).
 fn sbom_components(scan: &Scan) -> BTreeMap<String, String> {
-    let parse = |n: &str| small(scan, n).and_then(|d| serde_json::from_slice::<serde_json::Value>(d).ok());
-    let pick = |doc: Option<serde_json::Value>, list: &str, ver: &str| -> Option<BTreeMap<String, String>> {
+    let parse =
+        |n: &str| small(scan, n).and_then(|d| serde_json::from_slice::<serde_json::Value>(d).ok());
+    let pick = |doc: Option<serde_json::Value>,
+                list: &str,
+                ver: &str|
+     -> Option<BTreeMap<String, String>> {
         let doc = doc?;
         let items = doc[list].as_array()?;
         Some(
             items
                 .iter()
-                .filter_map(|c| Some((c["name"].as_str()?.to_string(), c[ver].as_str().unwrap_or("").to_string())))
+                .filter_map(|c| {
+                    Some((
+                        c["name"].as_str()?.to_string(),
+                        c[ver].as_str().unwrap_or("").to_string(),
+                    ))
+                })
                 .collect(),
         )
     };
@@ -202,9 +225,16 @@ fn set_diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> SetDi
     let mut d = SetDiff::default();
     for (name, va) in a {
         match b.get(name) {
-            None => d.removed.push(Versioned { name: name.clone(), version: va.clone() }),
+            None => d.removed.push(Versioned {
+                name: name.clone(),
+                version: va.clone(),
+            }),
             Some(vb) if vb != va => {
-                let c = VersionChange { name: name.clone(), from: va.clone(), to: vb.clone() };
+                let c = VersionChange {
+                    name: name.clone(),
+                    from: va.clone(),
+                    to: vb.clone(),
+                };
                 if version_newer(vb, va) {
                     d.upgraded.push(c);
                 } else {
@@ -216,7 +246,10 @@ fn set_diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> SetDi
     }
     for (name, vb) in b {
         if !a.contains_key(name) {
-            d.added.push(Versioned { name: name.clone(), version: vb.clone() });
+            d.added.push(Versioned {
+                name: name.clone(),
+                version: vb.clone(),
+            });
         }
     }
     d
@@ -225,7 +258,11 @@ fn set_diff(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> SetDi
 /// Debian version order, by dpkg itself (`dpkg --compare-versions`); plain text order if dpkg
 /// cannot run.
 fn version_newer(new: &str, old: &str) -> bool {
-    match duct::cmd!("dpkg", "--compare-versions", new, "gt", old).stderr_null().unchecked().run() {
+    match duct::cmd!("dpkg", "--compare-versions", new, "gt", old)
+        .stderr_null()
+        .unchecked()
+        .run()
+    {
         Ok(o) => o.status.success(),
         Err(_) => new > old,
     }
@@ -247,21 +284,42 @@ fn sizes_of(scan: &Scan) -> Sizes {
         })
         .unwrap_or_default();
     if let Some((format, vs)) = img.and_then(|i| i.bzip2_disk.clone()) {
-        disks.push(DiskSize { name: "(bzip2 stream)".into(), size: img.map(|i| i.size).unwrap_or(0), format, virtual_size: Some(vs) });
+        disks.push(DiskSize {
+            name: "(bzip2 stream)".into(),
+            size: img.map(|i| i.size).unwrap_or(0),
+            format,
+            virtual_size: Some(vs),
+        });
     }
-    Sizes { tarball: scan.size, image: img.map(|i| i.size).unwrap_or(0), disks }
+    Sizes {
+        tarball: scan.size,
+        image: img.map(|i| i.size).unwrap_or(0),
+        disks,
+    }
 }
 
 fn files_diff(a: &BTreeMap<String, FileInfo>, b: &BTreeMap<String, FileInfo>) -> FilesDiff {
-    let mut d = FilesDiff { count_a: a.len(), count_b: b.len(), ..Default::default() };
+    let mut d = FilesDiff {
+        count_a: a.len(),
+        count_b: b.len(),
+        ..Default::default()
+    };
     for (p, fa) in a {
         match b.get(p) {
             None => d.removed.push(fa.clone()),
-            Some(fb) if fb != fa => d.changed.push(FileChange { path: p.clone(), a: fa.clone(), b: fb.clone() }),
+            Some(fb) if fb != fa => d.changed.push(FileChange {
+                path: p.clone(),
+                a: fa.clone(),
+                b: fb.clone(),
+            }),
             _ => {}
         }
     }
-    d.added = b.iter().filter(|(p, _)| !a.contains_key(*p)).map(|(_, f)| f.clone()).collect();
+    d.added = b
+        .iter()
+        .filter(|(p, _)| !a.contains_key(*p))
+        .map(|(_, f)| f.clone())
+        .collect();
     d
 }
 
@@ -299,7 +357,11 @@ pub fn render(d: &StemcellDiff) -> String {
     let (a, b) = (&d.sizes["a"], &d.sizes["b"]);
     let _ = writeln!(o, "Sizes (bytes):");
     let row = |o: &mut String, what: &str, x: u64, y: u64| {
-        let pct = if x > 0 { format!(" ({:+.1} %)", (y as f64 - x as f64) * 100.0 / x as f64) } else { String::new() };
+        let pct = if x > 0 {
+            format!(" ({:+.1} %)", (y as f64 - x as f64) * 100.0 / x as f64)
+        } else {
+            String::new()
+        };
         let _ = writeln!(o, "  {what:<28} {x:>14} -> {y:>14}{pct}");
     };
     row(&mut o, "tarball", a.tarball, b.tarball);
@@ -338,13 +400,20 @@ pub fn render(d: &StemcellDiff) -> String {
                 what.push(format!("mode {} -> {}", c.a.mode, c.b.mode));
             }
             if (c.a.uid, c.a.gid) != (c.b.uid, c.b.gid) {
-                what.push(format!("owner {}:{} -> {}:{}", c.a.uid, c.a.gid, c.b.uid, c.b.gid));
+                what.push(format!(
+                    "owner {}:{} -> {}:{}",
+                    c.a.uid, c.a.gid, c.b.uid, c.b.gid
+                ));
             }
             if c.a.size != c.b.size {
                 what.push(format!("size {} -> {}", c.a.size, c.b.size));
             }
             if c.a.digest != c.b.digest {
-                what.push(if c.a.kind == "symlink" { format!("target {} -> {}", c.a.digest, c.b.digest) } else { "content".into() });
+                what.push(if c.a.kind == "symlink" {
+                    format!("target {} -> {}", c.a.digest, c.b.digest)
+                } else {
+                    "content".into()
+                });
             }
             let _ = writeln!(o, "  ~ {}: {}", c.path, what.join(", "));
         }

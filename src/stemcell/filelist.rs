@@ -37,20 +37,29 @@ pub fn list_stemcell_files(stemcell: &Path, tmp: &Path) -> Result<BTreeMap<Strin
         .as_ref()
         .with_context(|| format!("{}: no image member", stemcell.display()))?;
     if image.container == "empty" {
-        bail!("{}: a light stemcell has no disk to list (--files needs heavy stemcells)", stemcell.display());
+        bail!(
+            "{}: a light stemcell has no disk to list (--files needs heavy stemcells)",
+            stemcell.display()
+        );
     }
     // The warden image is the root filesystem tar: list it directly.
-    let disk = image
-        .extracted
-        .iter()
-        .find(|(n, _)| [".img", ".raw", ".vhd", ".vmdk"].iter().any(|e| n.ends_with(e)));
+    let disk = image.extracted.iter().find(|(n, _)| {
+        [".img", ".raw", ".vhd", ".vmdk"]
+            .iter()
+            .any(|e| n.ends_with(e))
+    });
     let Some((name, path)) = disk else {
         return list_image_tar(stemcell);
     };
     let what = format!("{}: {name}", stemcell.display());
     let mut head = [0u8; 8];
-    File::open(path)?.read_exact(&mut head).with_context(|| format!("{what}: cannot read"))?;
-    let raw = if head.starts_with(b"QFI\xfb") || head.starts_with(b"KDMV") || head.starts_with(b"conectix") {
+    File::open(path)?
+        .read_exact(&mut head)
+        .with_context(|| format!("{what}: cannot read"))?;
+    let raw = if head.starts_with(b"QFI\xfb")
+        || head.starts_with(b"KDMV")
+        || head.starts_with(b"conectix")
+    {
         let raw = tmp.join(format!("{name}.expanded.raw"));
         let out = duct::cmd!("qemu-img", "convert", "-O", "raw", path, &raw)
             .stderr_capture()
@@ -59,7 +68,10 @@ pub fn list_stemcell_files(stemcell: &Path, tmp: &Path) -> Result<BTreeMap<Strin
             .run()
             .with_context(|| format!("{what}: cannot run qemu-img (install qemu-utils)"))?;
         if !out.status.success() {
-            bail!("{what}: qemu-img cannot read it: {}", String::from_utf8_lossy(&out.stderr).trim());
+            bail!(
+                "{what}: qemu-img cannot read it: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         let _ = std::fs::remove_file(path);
         raw
@@ -77,13 +89,19 @@ pub fn list_disk(raw: &Path) -> Result<BTreeMap<String, FileInfo>> {
     offsets.push(0);
     let mut last_error = None;
     for off in offsets {
-        let reader = Box::new(Partition { file: File::open(raw)?, offset: off });
+        let reader = Box::new(Partition {
+            file: File::open(raw)?,
+            offset: off,
+        });
         match ext4_view::Ext4::load(reader) {
             Ok(fs) => return list_ext4(&fs),
             Err(e) => last_error = Some(e),
         }
     }
-    Err(anyhow!("no ext4 root filesystem found ({})", last_error.map(|e| e.to_string()).unwrap_or_default()))
+    Err(anyhow!(
+        "no ext4 root filesystem found ({})",
+        last_error.map(|e| e.to_string()).unwrap_or_default()
+    ))
 }
 
 /// Byte offsets of the partitions, in table order (empty without a table).
@@ -97,12 +115,18 @@ fn partition_offsets(raw: &Path) -> Result<Vec<u64>> {
     if !out.status.success() {
         return Ok(Vec::new());
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("sfdisk --json: unexpected output")?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("sfdisk --json: unexpected output")?;
     let t = &v["partitiontable"];
     let sector = t["sectorsize"].as_u64().unwrap_or(512);
     Ok(t["partitions"]
         .as_array()
-        .map(|ps| ps.iter().filter_map(|p| p["start"].as_u64()).map(|s| s * sector).collect())
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p["start"].as_u64())
+                .map(|s| s * sector)
+                .collect()
+        })
         .unwrap_or_default())
 }
 
@@ -112,7 +136,11 @@ struct Partition {
 }
 
 impl ext4_view::Ext4Read for Partition {
-    fn read(&mut self, start: u64, dst: &mut [u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+    fn read(
+        &mut self,
+        start: u64,
+        dst: &mut [u8],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
         self.file.seek(SeekFrom::Start(self.offset + start))?;
         self.file.read_exact(dst)?;
         Ok(())
@@ -123,7 +151,10 @@ fn list_ext4(fs: &ext4_view::Ext4) -> Result<BTreeMap<String, FileInfo>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![ext4_view::PathBuf::new("/")];
     while let Some(dir) = stack.pop() {
-        for entry in fs.read_dir(&dir).map_err(|e| anyhow!("{}: {e}", dir.display()))? {
+        for entry in fs
+            .read_dir(&dir)
+            .map_err(|e| anyhow!("{}: {e}", dir.display()))?
+        {
             let entry = entry.map_err(|e| anyhow!("{}: {e}", dir.display()))?;
             let name = entry.file_name();
             if name.as_str() == Ok(".") || name.as_str() == Ok("..") {
@@ -138,7 +169,10 @@ fn list_ext4(fs: &ext4_view::Ext4) -> Result<BTreeMap<String, FileInfo>> {
                 ("dir", String::new())
             } else if ft.is_symlink() {
                 let t = fs.read_link(&path).map_err(|e| anyhow!("{shown}: {e}"))?;
-                ("symlink", format!("-> {}", String::from_utf8_lossy(t.as_ref())))
+                (
+                    "symlink",
+                    format!("-> {}", String::from_utf8_lossy(t.as_ref())),
+                )
             } else if ft.is_regular_file() {
                 let mut f = fs.open(&path).map_err(|e| anyhow!("{shown}: {e}"))?;
                 ("file", digest(&mut f).with_context(|| shown.clone())?)
@@ -172,7 +206,10 @@ fn list_image_tar(stemcell: &Path) -> Result<BTreeMap<String, FileInfo>> {
         }
         let mut inner = tar::Archive::new(flate2::read::MultiGzDecoder::new(e));
         let mut out = BTreeMap::new();
-        for f in inner.entries().with_context(|| format!("{what}: image is not a gzip tar"))? {
+        for f in inner
+            .entries()
+            .with_context(|| format!("{what}: image is not a gzip tar"))?
+        {
             let mut f = f.with_context(|| format!("{what}: image: corrupt"))?;
             let raw = String::from_utf8_lossy(&f.path_bytes()).into_owned();
             let path = format!("/{}", raw.trim_start_matches("./").trim_end_matches('/'));
@@ -184,22 +221,39 @@ fn list_image_tar(stemcell: &Path) -> Result<BTreeMap<String, FileInfo>> {
             let (kind, digest) = if t.is_dir() {
                 ("dir", String::new())
             } else if t.is_symlink() {
-                let target = h.link_name_bytes().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                let target = h
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default();
                 ("symlink", format!("-> {target}"))
             } else if t.is_file() || t.is_hard_link() {
-                ("file", if t.is_file() { digest(&mut f).with_context(|| path.clone())? } else { String::new() })
+                (
+                    "file",
+                    if t.is_file() {
+                        digest(&mut f).with_context(|| path.clone())?
+                    } else {
+                        String::new()
+                    },
+                )
             } else {
                 ("other", String::new())
             };
-            out.insert(path.clone(), FileInfo {
-                path,
-                kind: kind.into(),
-                mode: format!("{:04o}", h.mode().unwrap_or(0) & 0o7777),
-                uid: h.uid().unwrap_or(0) as u32,
-                gid: h.gid().unwrap_or(0) as u32,
-                size: if kind == "file" { h.size().unwrap_or(0) } else { 0 },
-                digest,
-            });
+            out.insert(
+                path.clone(),
+                FileInfo {
+                    path,
+                    kind: kind.into(),
+                    mode: format!("{:04o}", h.mode().unwrap_or(0) & 0o7777),
+                    uid: h.uid().unwrap_or(0) as u32,
+                    gid: h.gid().unwrap_or(0) as u32,
+                    size: if kind == "file" {
+                        h.size().unwrap_or(0)
+                    } else {
+                        0
+                    },
+                    digest,
+                },
+            );
         }
         return Ok(out);
     }
@@ -214,6 +268,8 @@ fn digest(r: &mut dyn Read) -> Result<String> {
 
 /// A scratch directory for the extracted disks: `$TMPDIR`.
 pub fn scratch() -> Result<tempfile::TempDir> {
-    tempfile::Builder::new().prefix("stemcell-diff.").tempdir().context("cannot create a temporary directory")
+    tempfile::Builder::new()
+        .prefix("stemcell-diff.")
+        .tempdir()
+        .context("cannot create a temporary directory")
 }
-

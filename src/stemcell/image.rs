@@ -6,16 +6,15 @@
 //! while it was written.
 
 use super::tarball::{finish_gz_tar, gz_tar, HashWriter};
-use crate::parallel::gzip::{GzOptions, ParallelGzWriter};
 use crate::formats::source::RawDisk;
 use crate::formats::{Format, OvfOptions, Qcow2Compat};
+use crate::parallel::gzip::{GzOptions, ParallelGzWriter};
 use anyhow::{bail, Context, Result};
 use std::io::Write;
 use std::path::Path;
 use tempfile::NamedTempFile;
 
 pub use crate::recipe::infrastructure::ImageKind;
-
 
 /// A finished image member: a temporary file (deleted on drop) and its SHA-1.
 pub struct ImageFile {

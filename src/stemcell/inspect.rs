@@ -83,10 +83,20 @@ pub fn inspect_data(path: &Path) -> Result<Inspection> {
         let mut members: Vec<ImageMember> = img
             .inner
             .iter()
-            .map(|i| ImageMember { name: i.name.clone(), size: i.size, format: i.format.clone(), virtual_size: i.virtual_size })
+            .map(|i| ImageMember {
+                name: i.name.clone(),
+                size: i.size,
+                format: i.format.clone(),
+                virtual_size: i.virtual_size,
+            })
             .collect();
         if let Some((f, vs)) = &img.bzip2_disk {
-            members.push(ImageMember { name: "(bzip2 stream)".into(), size: img.size, format: f.clone(), virtual_size: Some(*vs) });
+            members.push(ImageMember {
+                name: "(bzip2 stream)".into(),
+                size: img.size,
+                format: f.clone(),
+                virtual_size: Some(*vs),
+            });
         }
         Image {
             container: img.container.clone(),
@@ -109,9 +119,20 @@ pub fn inspect_data(path: &Path) -> Result<Inspection> {
         stemcell_formats: view.stemcell_formats.clone(),
         light: view.is_light(),
         cloud_properties: view.cloud_properties.clone(),
-        members: scan.members.iter().map(|m| Member { name: m.name.clone(), size: m.size }).collect(),
+        members: scan
+            .members
+            .iter()
+            .map(|m| Member {
+                name: m.name.clone(),
+                size: m.size,
+            })
+            .collect(),
         image,
-        tarball: Digests { size: scan.size, sha1: scan.sha1.clone(), sha256: scan.sha256.clone() },
+        tarball: Digests {
+            size: scan.size,
+            sha1: scan.sha1.clone(),
+            sha256: scan.sha256.clone(),
+        },
     })
 }
 
@@ -127,12 +148,22 @@ pub fn render(i: &Inspection) -> Result<String> {
     writeln!(o, "Name            {}", s(&i.name))?;
     writeln!(o, "OS              {}", s(&i.operating_system))?;
     writeln!(o, "Version         {}", s(&i.version))?;
-    writeln!(o, "Infrastructure  {}", i.infrastructure.as_deref().unwrap_or("unknown"))?;
-    writeln!(o, "Hypervisor      {}", i.hypervisor.as_deref().unwrap_or("-"))?;
+    writeln!(
+        o,
+        "Infrastructure  {}",
+        i.infrastructure.as_deref().unwrap_or("unknown")
+    )?;
+    writeln!(
+        o,
+        "Hypervisor      {}",
+        i.hypervisor.as_deref().unwrap_or("-")
+    )?;
     writeln!(
         o,
         "API version     {}",
-        i.api_version.map(|a| a.to_string()).unwrap_or_else(|| "?".into())
+        i.api_version
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "?".into())
     )?;
     writeln!(o, "Image sha1      {}", s(&i.sha1))?;
     writeln!(o, "Formats         {}", i.stemcell_formats.join(", "))?;
@@ -152,7 +183,11 @@ pub fn render(i: &Inspection) -> Result<String> {
             o,
             "  sha1          {}{}",
             img.sha1,
-            if img.sha1_matches_manifest { " (matches)" } else { " (differs from stemcell.MF)" }
+            if img.sha1_matches_manifest {
+                " (matches)"
+            } else {
+                " (differs from stemcell.MF)"
+            }
         )?;
         for m in &img.members {
             let vs = m
@@ -161,9 +196,18 @@ pub fn render(i: &Inspection) -> Result<String> {
                 .unwrap_or_default();
             if m.name == "(bzip2 stream)" {
                 let v = m.virtual_size.unwrap_or(0);
-                writeln!(o, "  disk          {}, virtual size {v} ({} MiB)", m.format, v >> 20)?;
+                writeln!(
+                    o,
+                    "  disk          {}, virtual size {v} ({} MiB)",
+                    m.format,
+                    v >> 20
+                )?;
             } else {
-                writeln!(o, "  member        {} ({} bytes): {}{}", m.name, m.size, m.format, vs)?;
+                writeln!(
+                    o,
+                    "  member        {} ({} bytes): {}{}",
+                    m.name, m.size, m.format, vs
+                )?;
             }
         }
         for p in &img.problems {
@@ -174,6 +218,10 @@ pub fn render(i: &Inspection) -> Result<String> {
     writeln!(o, "  size          {}", i.tarball.size)?;
     writeln!(o, "  sha1          {}", i.tarball.sha1)?;
     writeln!(o, "  sha256        {}", i.tarball.sha256)?;
-    writeln!(o, "  digest        sha1:{};sha256:{}", i.tarball.sha1, i.tarball.sha256)?;
+    writeln!(
+        o,
+        "  digest        sha1:{};sha256:{}",
+        i.tarball.sha1, i.tarball.sha256
+    )?;
     Ok(o)
 }

@@ -92,7 +92,10 @@ impl ManifestView {
         // The Director defaults a missing operating_system to the name (jobs/update_stemcell.rb).
         v.operating_system = match raw.get("operating_system") {
             None => {
-                v.warnings.push("stemcell.MF: operating_system is missing (the Director uses the name instead)".into());
+                v.warnings.push(
+                    "stemcell.MF: operating_system is missing (the Director uses the name instead)"
+                        .into(),
+                );
                 None
             }
             Some(_) => v.required_string("operating_system"),

@@ -4,6 +4,8 @@
 //! `image` member per disk format) → `tarball` (tar/gzip writing, atomic output) → `pack`
 //! (heavy stemcells: `pack(&PackSpec, ImageSource, out_dir)`) and `light` (from a heavy one);
 //! `reader` reads a tarball in one pass for `inspect` and `verify`; `sbom` makes the SBOMs.
+pub mod diff;
+pub mod filelist;
 pub mod image;
 pub mod inspect;
 pub mod light;
@@ -15,5 +17,3 @@ pub mod sbom;
 pub mod spec;
 pub mod tarball;
 pub mod verify;
-pub mod diff;
-pub mod filelist;

@@ -99,8 +99,14 @@ mod tests {
 
     #[test]
     fn arm64_names_its_architecture_after_the_os() {
-        let a = StemcellId { arch: Arch::Arm64, ..id("openstack", "kvm", "ubuntu-noble", "-raw") };
-        assert_eq!(a.stemcell_name(), "bosh-openstack-kvm-ubuntu-noble-arm64-raw");
+        let a = StemcellId {
+            arch: Arch::Arm64,
+            ..id("openstack", "kvm", "ubuntu-noble", "-raw")
+        };
+        assert_eq!(
+            a.stemcell_name(),
+            "bosh-openstack-kvm-ubuntu-noble-arm64-raw"
+        );
         assert_eq!(
             a.tarball_name("1.606"),
             "bosh-stemcell-1.606-openstack-kvm-ubuntu-noble-arm64-raw.tgz"

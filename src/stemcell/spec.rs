@@ -7,8 +7,8 @@ use super::naming::StemcellId;
 use super::pack::PackSpec;
 use crate::formats::OvfOptions;
 use crate::recipe::arch::Arch;
-use anyhow::Result;
 use crate::recipe::infrastructure::{Infrastructure, Output};
+use anyhow::Result;
 
 /// The stemcells an [`Infrastructure`] produces.
 pub trait InfrastructureStemcells {
@@ -87,15 +87,17 @@ impl InfrastructureStemcells for Infrastructure {
     ) -> Result<Vec<PackSpec>> {
         self.outputs
             .iter()
-            .map(|o| Ok(PackSpec {
-                manifest: self.manifest(os, arch, version, o)?,
-                tarball_name: self.stemcell_id(os, arch, o).tarball_name(version),
-                image_kind: o.image,
-                packages: packages.to_vec(),
-                dev_tools: dev_tools.to_vec(),
-                ovf: ovf.clone(),
-                force,
-            }))
+            .map(|o| {
+                Ok(PackSpec {
+                    manifest: self.manifest(os, arch, version, o)?,
+                    tarball_name: self.stemcell_id(os, arch, o).tarball_name(version),
+                    image_kind: o.image,
+                    packages: packages.to_vec(),
+                    dev_tools: dev_tools.to_vec(),
+                    ovf: ovf.clone(),
+                    force,
+                })
+            })
             .collect()
     }
 }

@@ -4,9 +4,9 @@
 //! with holes and zero chunks handed on as "zeros" (never read, never copied), and the outer
 //! `.tgz` written atomically through the parallel gzip.
 
-use crate::parallel::gzip::{GzOptions, ParallelGzWriter, ZeroWrite};
 use crate::formats::source::{is_zero, RawDisk};
 use crate::output::AtomicOutput;
+use crate::parallel::gzip::{GzOptions, ParallelGzWriter, ZeroWrite};
 use anyhow::{bail, Context, Result};
 use sha1::{Digest, Sha1};
 use std::fs::File;

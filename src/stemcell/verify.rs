@@ -83,7 +83,8 @@ pub fn verify(path: &Path) -> Result<Findings> {
         return Ok(f);
     }
     if img.size == 0 {
-        f.errors.push("image is empty but stemcell_formats has no *-light format".into());
+        f.errors
+            .push("image is empty but stemcell_formats has no *-light format".into());
         return Ok(f);
     }
     if let Some(sha1) = &view.sha1 {
@@ -117,7 +118,9 @@ fn check_layout(scan: &Scan, f: &mut Findings) {
     }
     for r in EXPECTED {
         if !names.iter().any(|n| base(n) == r) {
-            f.warnings.push(format!("member {r} is missing (official stemcells carry it; no consumer reads it)"));
+            f.warnings.push(format!(
+                "member {r} is missing (official stemcells carry it; no consumer reads it)"
+            ));
         }
     }
     for (i, m) in scan.members.iter().enumerate() {
@@ -142,10 +145,13 @@ fn check_layout(scan: &Scan, f: &mut Findings) {
         }
         if names[..i].iter().any(|o| base(o) == base(n)) {
             // The CLI's upload reads the first stemcell.MF, tar extraction keeps the last.
-            f.errors.push(format!("member {n:?} appears twice (consumers would read different copies)"));
+            f.errors.push(format!(
+                "member {n:?} appears twice (consumers would read different copies)"
+            ));
         }
         if !ORDER.contains(&base(n).as_str()) {
-            f.warnings.push(format!("member {n:?} is not part of a stemcell"));
+            f.warnings
+                .push(format!("member {n:?} is not part of a stemcell"));
         }
     }
     let positions: Vec<usize> = names
@@ -187,7 +193,8 @@ fn check_light(view: &ManifestView, image_size: u64, f: &mut Findings) {
             problems.push("google light stemcell: cloud_properties.image_url is missing".into());
         }
         if view.sha1.as_deref().is_some_and(|s| s != EMPTY_SHA1) {
-            f.warnings.push("google light stemcell: sha1 should be the empty file's".into());
+            f.warnings
+                .push("google light stemcell: sha1 should be the empty file's".into());
         }
     }
     if formats.iter().any(|f| f == "openstack-light") && view.cloud_str("image_id").is_none() {

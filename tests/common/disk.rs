@@ -97,7 +97,9 @@ pub fn root() -> &'static Path {
         .unwrap();
         // GRUB images from the image's own grub-mkimage, as the stemcell stages make them.
         stemcell::disk::grub::prepare_root(&root, &ids().root_fs.to_string()).unwrap();
-        for argv in stemcell::disk::grub::mkimage_commands(stemcell::recipe::arch::Arch::Amd64, true, true) {
+        for argv in
+            stemcell::disk::grub::mkimage_commands(stemcell::recipe::arch::Arch::Amd64, true, true)
+        {
             sh(Command::new("chroot").arg(&root).args(&argv));
         }
         root

@@ -78,8 +78,10 @@ pub fn sha256_file(p: &Path) -> String {
 /// Asserts that each of `names` has the same bytes in `again` (a rebuild) as in `first`.
 /// `again` is removed before asserting, so a difference leaves no rebuild behind.
 pub fn assert_rebuild_identical(first: &Path, again: &Path, names: &[&str]) -> Result<()> {
-    let digests: Vec<(String, String)> =
-        names.iter().map(|n| (sha256_file(&first.join(n)), sha256_file(&again.join(n)))).collect();
+    let digests: Vec<(String, String)> = names
+        .iter()
+        .map(|n| (sha256_file(&first.join(n)), sha256_file(&again.join(n))))
+        .collect();
     std::fs::remove_dir_all(again)?;
     for (name, (a, b)) in names.iter().zip(digests) {
         assert_eq!(a, b, "{name} differs between two builds");
@@ -89,8 +91,14 @@ pub fn assert_rebuild_identical(first: &Path, again: &Path, names: &[&str]) -> R
 
 /// Runs a command; its output on failure names what ran.
 pub fn run(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("{cmd:?}: cannot start"))?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .with_context(|| format!("{cmd:?}: cannot start"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     if !out.status.success() {
         bail!("{cmd:?} failed ({}):\n{text}", out.status);
     }
@@ -105,7 +113,13 @@ pub fn build_command(os: &str, infrastructures: &[&str], work: &Path, out: &Path
 }
 
 /// [`build_command`] for `arch`, with that architecture's agent.
-pub fn build_command_for(os: &str, arch: &str, infrastructures: &[&str], work: &Path, out: &Path) -> Command {
+pub fn build_command_for(
+    os: &str,
+    arch: &str,
+    infrastructures: &[&str],
+    work: &Path,
+    out: &Path,
+) -> Command {
     let agent = agent_for(arch);
     let mut cmd = stemcell();
     cmd.args(["build", "--arch", arch]);
@@ -132,20 +146,36 @@ pub fn build_command_for(os: &str, arch: &str, infrastructures: &[&str], work: &
 /// `stemcell boot --ping` of `tgz` with the real agent: pong, then `get_state` with
 /// `job_state: running`, through the settings source its agent.json names (`source`), having
 /// asked the metadata service `requests`. Skipped (with a message) without the real agent.
-pub fn boot_and_ping(tgz: &Path, firmware: Option<&str>, source: &str, requests: &[&str]) -> Result<()> {
+pub fn boot_and_ping(
+    tgz: &Path,
+    firmware: Option<&str>,
+    source: &str,
+    requests: &[&str],
+) -> Result<()> {
     let name = tgz.file_name().unwrap().to_string_lossy();
-    let arch = if name.contains("-arm64") { "arm64" } else { "amd64" };
+    let arch = if name.contains("-arm64") {
+        "arm64"
+    } else {
+        "amd64"
+    };
     if real_agent_for(arch).is_none() {
-        eprintln!("SKIPPED: booting {name} needs the real {arch} bosh-agent (../shared/bosh-agent)");
+        eprintln!(
+            "SKIPPED: booting {name} needs the real {arch} bosh-agent (../shared/bosh-agent)"
+        );
         return Ok(());
     }
     let label = format!("{name}-{}", firmware.unwrap_or("default"));
     let mut cmd = stemcell();
-    cmd.arg("boot").arg(tgz).args(["--ping", "--json", "--accel", "tcg", "--timeout", "900"]);
+    cmd.arg("boot")
+        .arg(tgz)
+        .args(["--ping", "--json", "--accel", "tcg", "--timeout", "900"]);
     if let Some(f) = firmware {
         cmd.args(["--firmware", f]);
     }
-    cmd.arg("--work-dir").arg(e2e_dir()).arg("--serial-log").arg(e2e_dir().join(format!("last-serial-{label}.log")));
+    cmd.arg("--work-dir")
+        .arg(e2e_dir())
+        .arg("--serial-log")
+        .arg(e2e_dir().join(format!("last-serial-{label}.log")));
     let started = std::time::Instant::now();
     let text = run(&mut cmd)?;
     // stdout (the --json outcome) comes first in `run`'s text, then stderr's progress lines.
@@ -154,19 +184,39 @@ pub fn boot_and_ping(tgz: &Path, firmware: Option<&str>, source: &str, requests:
         .into_iter::<serde_json::Value>()
         .next()
         .context("a JSON outcome")??;
-    eprintln!("{label}: {:.1}s to pong ({:?} in all): {outcome}", outcome["seconds_to_pong"].as_f64().unwrap_or(0.0), started.elapsed());
+    eprintln!(
+        "{label}: {:.1}s to pong ({:?} in all): {outcome}",
+        outcome["seconds_to_pong"].as_f64().unwrap_or(0.0),
+        started.elapsed()
+    );
     assert_eq!(outcome["job_state"], "running", "{outcome}");
-    assert!(outcome["settings_source"].as_str().unwrap_or("").contains(source), "{outcome}");
+    assert!(
+        outcome["settings_source"]
+            .as_str()
+            .unwrap_or("")
+            .contains(source),
+        "{outcome}"
+    );
     if let Some(f) = firmware {
         assert_eq!(outcome["firmware"], f, "{outcome}");
     }
     // Nothing left behind: no temporary directory of the boot.
-    let left: Vec<_> = std::fs::read_dir(e2e_dir())?.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("stemcell-boot.")).collect();
+    let left: Vec<_> = std::fs::read_dir(e2e_dir())?
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("stemcell-boot.")
+        })
+        .collect();
     assert!(left.is_empty(), "{left:?}");
     // What the guest asked the metadata services (HTTP sources only).
     let asked = outcome["metadata_requests"].to_string();
     for request in requests {
-        assert!(asked.contains(request), "`{request}` not among the metadata requests: {asked}");
+        assert!(
+            asked.contains(request),
+            "`{request}` not among the metadata requests: {asked}"
+        );
     }
     Ok(())
 }
@@ -175,9 +225,18 @@ pub fn boot_and_ping(tgz: &Path, firmware: Option<&str>, source: &str, requests:
 /// and no work directory is left in `scratch` (its TMPDIR). Returns the report.
 pub fn assert_test_image_passes(image: &Path, scratch: &Path) -> Result<serde_json::Value> {
     let started = std::time::Instant::now();
-    let output = stemcell().args(["test-image", "--json"]).arg(image).env("TMPDIR", scratch).output()?;
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .with_context(|| format!("{}: not JSON: {}", image.display(), String::from_utf8_lossy(&output.stderr)))?;
+    let output = stemcell()
+        .args(["test-image", "--json"])
+        .arg(image)
+        .env("TMPDIR", scratch)
+        .output()?;
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "{}: not JSON: {}",
+            image.display(),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
     let checks = report["checks"].as_array().context("checks")?;
     let failed: Vec<String> = checks
         .iter()
@@ -199,8 +258,17 @@ pub fn assert_test_image_passes(image: &Path, scratch: &Path) -> Result<serde_js
         not_applicable.join(", "),
         started.elapsed()
     );
-    assert!(failed.is_empty(), "{}: failed:\n{}", image.display(), failed.join("\n"));
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        failed.is_empty(),
+        "{}: failed:\n{}",
+        image.display(),
+        failed.join("\n")
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(report["passed"].as_u64().unwrap() > 100, "{report}");
     let left: Vec<String> = std::fs::read_dir(scratch)?
         .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))

@@ -5,9 +5,9 @@ use super::layout::{
     BLOCK_SIZE, HEADER_OFFSET, MAX_DYNAMIC_SIZE, UNALLOCATED, VHD_EPOCH,
 };
 use super::{build_time, source_date_epoch};
-use crate::parallel::pipeline::ordered_map;
 use crate::formats::source::{Chunk, RawDisk};
 use crate::formats::DiskWriter;
+use crate::parallel::pipeline::ordered_map;
 use anyhow::{bail, Context, Result};
 use sha1::{Digest, Sha1};
 use std::fs::File;

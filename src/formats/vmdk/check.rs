@@ -3,8 +3,8 @@
 //! the grain markers they point at. Every problem is one line.
 
 use super::layout::*;
-use crate::parallel::pipeline::ordered_map;
 use crate::formats::CheckReport;
+use crate::parallel::pipeline::ordered_map;
 use anyhow::Result;
 use flate2::read::ZlibDecoder;
 use std::fs::File;

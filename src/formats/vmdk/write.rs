@@ -7,14 +7,14 @@
 //! per 32 MiB of disk) and the current GT stay in memory.
 
 use super::layout::*;
-use crate::parallel::pipeline::ordered_map;
 use crate::formats::source::RawDisk;
 use crate::formats::vhd::source_date_epoch;
 use crate::formats::DiskWriter;
+use crate::parallel::pipeline::ordered_map;
 use anyhow::{bail, Context, Result};
 use libdeflater::{CompressionLvl, Compressor};
-use std::cell::RefCell;
 use sha1::{Digest, Sha1};
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
