@@ -16,6 +16,16 @@ use tempfile::NamedTempFile;
 
 pub use crate::recipe::infrastructure::ImageKind;
 
+/// gzip level of the members that hold a whole uncompressed disk (raw, Google's `disk.raw`,
+/// Azure's fixed VHD): the fastest that writes no more than the official builder's `tar zcf`
+/// (gzip -6). Measured on the debian-bookworm OpenStack raw disk (5 GiB, 1726 MiB of data),
+/// the parallel writer: level 6 in 9.9 s, 583.9 MB; level 5 in 8.4 s, 587.4 MB; level 4
+/// 599.2 MB; GNU `gzip -6` writes 588.3 MB of the same disk (in 131 s).
+const DISK_GZIP_LEVEL: u32 = 5;
+
+/// gzip level of the qcow2 tar: its clusters are already deflated, a fast level is enough.
+const QCOW2_GZIP_LEVEL: u32 = 1;
+
 /// A finished image member: a temporary file (deleted on drop) and its SHA-1.
 pub struct ImageFile {
     pub file: NamedTempFile,
@@ -74,7 +84,7 @@ pub fn from_disk(
     let file = out.as_file().try_clone()?;
     let (sha1, size) = match kind {
         ImageKind::RawTar | ImageKind::RawdiskTar => {
-            let mut tar = gz_tar(file, 6, mtime);
+            let mut tar = gz_tar(file, DISK_GZIP_LEVEL, mtime);
             tar.append_raw_disk(kind.inner_members()[0], &disk)?;
             let (_, sha1, size) = finish_gz_tar(tar)?;
             (sha1, size)
@@ -86,8 +96,7 @@ pub fn from_disk(
                 Format::VhdFixed
             };
             let converted = convert(&disk, &format, dir)?;
-            // The qcow2 clusters are already deflated: a fast level is enough for the tar.
-            let level = if kind == ImageKind::Qcow2Tar { 1 } else { 6 };
+            let level = if kind == ImageKind::Qcow2Tar { QCOW2_GZIP_LEVEL } else { DISK_GZIP_LEVEL };
             let mut tar = gz_tar(file, level, mtime);
             tar.append_file(kind.inner_members()[0], converted.path())?;
             let (_, sha1, size) = finish_gz_tar(tar)?;
