@@ -13,6 +13,7 @@ use crate::progress::Steps;
 use crate::recipe::agent_settings::AgentConfig;
 use crate::recipe::arch::Arch;
 use crate::recipe::infrastructure::{self, BootMode, Infrastructure};
+use crate::recipe::os;
 use crate::recipe::plan::Plan;
 use crate::recipe::resolve::{resolve, PlanOptions};
 use crate::rootfs::chroot::{sh_quote, Session};
@@ -82,6 +83,9 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
     for infra in &infras {
         infra.manifest_architecture(req.arch)?;
     }
+    // The OS and its architecture too, before any directory is made or input downloaded.
+    let os = os::load(&req.root, &req.os)?;
+    os.definition.for_arch(req.arch, &os.file)?;
     std::fs::create_dir_all(&req.output_dir)
         .with_context(|| format!("{}: cannot create", req.output_dir.display()))?;
     std::fs::create_dir_all(&req.work_dir)

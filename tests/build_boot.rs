@@ -339,6 +339,25 @@ fn bad_build_inputs_are_refused_with_one_line() -> Result<()> {
         e
     };
 
+    // An unknown OS, and an OS not built for the architecture, are refused before anything is
+    // made or fetched: no agent given and downloads refused, yet the error is about the OS.
+    for (os, arch, expect) in [
+        ("nosuch", "amd64", "unknown OS `nosuch`"),
+        ("ubuntu-jammy", "arm64", "is not built for arm64"),
+    ] {
+        let mut c = stemcell();
+        c.args(["build", "--version", "1", "--os", os, "--arch", arch])
+            .args(["--infrastructure", "openstack", "--work-dir"])
+            .arg(tmp.path().join("work"))
+            .arg("-o")
+            .arg(tmp.path().join("out"))
+            .env("https_proxy", "http://127.0.0.1:9")
+            .env("HTTPS_PROXY", "http://127.0.0.1:9");
+        let e = stderr_of(&mut c);
+        assert!(e.contains(expect) && e.contains("stages/os"), "{e}");
+        assert!(!tmp.path().join("out").exists() && !tmp.path().join("work").exists());
+    }
+
     let mut c = stemcell();
     base(&mut c);
     c.args(["--infrastructure", "nimbus", "--agent"])
