@@ -83,9 +83,11 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
     for infra in &infras {
         infra.manifest_architecture(req.arch)?;
     }
-    // The OS and its architecture too, before any directory is made or input downloaded.
+    // The OS, its architecture and the version too, before any directory is made or input
+    // downloaded.
     let os = os::load(&req.root, &req.os)?;
     os.definition.for_arch(req.arch, &os.file)?;
+    crate::stemcell::naming::check_name_chars("version", &req.version)?;
     std::fs::create_dir_all(&req.output_dir)
         .with_context(|| format!("{}: cannot create", req.output_dir.display()))?;
     std::fs::create_dir_all(&req.work_dir)

@@ -530,12 +530,10 @@ fn package(a: PackageArgs) -> Result<()> {
         }
     };
     let (packages, dev_tools) = (read(&a.packages)?, read(&a.dev_tools)?);
-    std::fs::create_dir_all(&a.output_dir).with_context(|| {
-        format!(
-            "{}: cannot create the output directory",
-            a.output_dir.display()
-        )
-    })?;
+    // The version and the disk are checked before the output directory is made: a bad input
+    // leaves nothing.
+    stemcell::stemcell::naming::check_name_chars("version", &a.version)?;
+    stemcell::formats::source::RawDisk::open(&a.disk)?;
     let firmware = if a.firmware == "bios" {
         Firmware::Bios
     } else {
@@ -577,6 +575,12 @@ fn package(a: PackageArgs) -> Result<()> {
             known.join(", ")
         );
     }
+    std::fs::create_dir_all(&a.output_dir).with_context(|| {
+        format!(
+            "{}: cannot create the output directory",
+            a.output_dir.display()
+        )
+    })?;
     let mut written: Vec<PathBuf> = Vec::new();
     for spec in &specs {
         match pack(spec, ImageSource::Disk(&a.disk), &a.output_dir) {

@@ -565,6 +565,31 @@ fn errors_leave_nothing_behind() {
         !ok && err.contains("only [-0-9A-Za-z_+.] are allowed"),
         "{err}"
     );
+    // A missing disk, or a bad version, into a new output directory: not even the directory
+    // is made.
+    let fresh = t.path().join("fresh");
+    for (disk, version, expect) in [
+        ("missing.raw", "1", "missing.raw: cannot open"),
+        ("disk.raw", "1 2", "only [-0-9A-Za-z_+.] are allowed"),
+    ] {
+        let (ok, _, err) = run(bin()
+            .args([
+                "package",
+                "--infrastructure",
+                "google",
+                "--os",
+                "ubuntu-jammy",
+            ])
+            .args(["--version", version, "--disk"])
+            .arg(t.path().join(disk))
+            .arg("-o")
+            .arg(&fresh));
+        assert!(
+            !ok && err.contains(expect) && err.lines().count() == 1,
+            "{err}"
+        );
+        assert!(!fresh.exists(), "{} was created", fresh.display());
+    }
     let leftovers: Vec<_> = std::fs::read_dir(out)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
