@@ -36,6 +36,17 @@ fn run(c: &mut Command) -> (bool, String, String) {
     )
 }
 
+/// `stemcell package --infrastructure INFRA --os OS --version VERSION --disk DISK -o OUT`.
+fn package_cmd(infra: &str, os: &str, version: &str, disk: &Path, out: &Path) -> Command {
+    let mut c = bin();
+    c.args(["package", "--infrastructure", infra, "--os", os])
+        .args(["--version", version, "--disk"])
+        .arg(disk)
+        .arg("-o")
+        .arg(out);
+    c
+}
+
 fn package(dir: &Path, infra: &str, os: &str) -> PathBuf {
     let d = disk(dir);
     std::fs::write(
@@ -45,22 +56,9 @@ fn package(dir: &Path, infra: &str, os: &str) -> PathBuf {
     .unwrap();
     let out = dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let (ok, stdout, stderr) = run(bin()
-        .args([
-            "package",
-            "--infrastructure",
-            infra,
-            "--os",
-            os,
-            "--version",
-            "1.606",
-            "--disk",
-        ])
-        .arg(&d)
+    let (ok, stdout, stderr) = run(package_cmd(infra, os, "1.606", &d, &out)
         .arg("--packages")
-        .arg(dir.join("pk.txt"))
-        .arg("-o")
-        .arg(&out));
+        .arg(dir.join("pk.txt")));
     assert!(ok, "{stderr}");
     PathBuf::from(stdout.split_whitespace().next().unwrap())
 }
@@ -469,20 +467,13 @@ fn errors_leave_nothing_behind() {
     let out = tgz.parent().unwrap();
     let before = std::fs::read(&tgz).unwrap();
     // Existing output without --force.
-    let (ok, _, err) = run(bin()
-        .args([
-            "package",
-            "--infrastructure",
-            "aws",
-            "--os",
-            "ubuntu-jammy",
-            "--version",
-            "1.606",
-            "--disk",
-        ])
-        .arg(t.path().join("disk.raw"))
-        .arg("-o")
-        .arg(out));
+    let (ok, _, err) = run(&mut package_cmd(
+        "aws",
+        "ubuntu-jammy",
+        "1.606",
+        &t.path().join("disk.raw"),
+        out,
+    ));
     assert!(
         !ok && err.contains("output exists (use --force to overwrite)") && err.lines().count() == 1,
         "{err}"
@@ -490,77 +481,49 @@ fn errors_leave_nothing_behind() {
     assert_eq!(std::fs::read(&tgz).unwrap(), before);
     // A disk that is not a whole number of sectors.
     std::fs::write(t.path().join("bad.raw"), b"123").unwrap();
-    let (ok, _, err) = run(bin()
-        .args([
-            "package",
-            "--infrastructure",
-            "google",
-            "--os",
-            "ubuntu-jammy",
-            "--version",
-            "1.606",
-            "--disk",
-        ])
-        .arg(t.path().join("bad.raw"))
-        .arg("-o")
-        .arg(out));
+    let (ok, _, err) = run(&mut package_cmd(
+        "google",
+        "ubuntu-jammy",
+        "1.606",
+        &t.path().join("bad.raw"),
+        out,
+    ));
     assert!(
         !ok && err.contains("bad.raw: raw disk size 3 is not a multiple of 512"),
         "{err}"
     );
     // Unknown infrastructure lists the valid ones; warden cannot come from a disk.
-    let (ok, _, err) = run(bin()
-        .args([
-            "package",
-            "--infrastructure",
-            "nope",
-            "--os",
-            "ubuntu-jammy",
-            "--version",
-            "1",
-            "--disk",
-            "x",
-            "-o",
-        ])
-        .arg(out));
+    let (ok, _, err) = run(&mut package_cmd(
+        "nope",
+        "ubuntu-jammy",
+        "1",
+        Path::new("x"),
+        out,
+    ));
     assert!(
         !ok && err
             .contains("valid: aws, azure, cloudstack, google, openstack, vcloud, vsphere, warden"),
         "{err}"
     );
-    let (ok, _, err) = run(bin()
-        .args([
-            "package",
-            "--infrastructure",
-            "warden",
-            "--os",
-            "ubuntu-jammy",
-            "--version",
-            "1",
-            "--disk",
-        ])
-        .arg(t.path().join("disk.raw"))
-        .arg("-o")
-        .arg(out));
+    let (ok, _, err) = run(&mut package_cmd(
+        "warden",
+        "ubuntu-jammy",
+        "1",
+        &t.path().join("disk.raw"),
+        out,
+    ));
     assert!(
         !ok && err.contains("cannot be made from a raw disk"),
         "{err}"
     );
     // A bad version.
-    let (ok, _, err) = run(bin()
-        .args([
-            "package",
-            "--infrastructure",
-            "google",
-            "--os",
-            "ubuntu-jammy",
-            "--version",
-            "1 2",
-            "--disk",
-        ])
-        .arg(t.path().join("disk.raw"))
-        .arg("-o")
-        .arg(out));
+    let (ok, _, err) = run(&mut package_cmd(
+        "google",
+        "ubuntu-jammy",
+        "1 2",
+        &t.path().join("disk.raw"),
+        out,
+    ));
     assert!(
         !ok && err.contains("only [-0-9A-Za-z_+.] are allowed"),
         "{err}"
@@ -572,18 +535,13 @@ fn errors_leave_nothing_behind() {
         ("missing.raw", "1", "missing.raw: cannot open"),
         ("disk.raw", "1 2", "only [-0-9A-Za-z_+.] are allowed"),
     ] {
-        let (ok, _, err) = run(bin()
-            .args([
-                "package",
-                "--infrastructure",
-                "google",
-                "--os",
-                "ubuntu-jammy",
-            ])
-            .args(["--version", version, "--disk"])
-            .arg(t.path().join(disk))
-            .arg("-o")
-            .arg(&fresh));
+        let (ok, _, err) = run(&mut package_cmd(
+            "google",
+            "ubuntu-jammy",
+            version,
+            &t.path().join(disk),
+            &fresh,
+        ));
         assert!(
             !ok && err.contains(expect) && err.lines().count() == 1,
             "{err}"
