@@ -13,7 +13,8 @@ mod e2e;
 
 use anyhow::Result;
 use e2e::{
-    e2e_dir, manifest_dir, run, sha256_file, standin_agent, standin_dav_cli, stemcell, VERSION,
+    e2e_dir, manifest_dir, root_fs_spec, run, sha256_file, standin_agent, standin_dav_cli,
+    stemcell, VERSION,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -80,23 +81,6 @@ fn extract_disk(stemcell: &Path, disk: &str, dir: &Path) -> Result<PathBuf> {
         .arg(disk)
         .arg(&out))?;
     Ok(out)
-}
-
-/// Start (in bytes) of the Linux partition in `sfdisk -d` output.
-fn root_partition_offset(layout: &str) -> u64 {
-    let line = layout
-        .lines()
-        .find(|l| l.contains("type=83"))
-        .expect("a Linux partition");
-    let start = line
-        .split("start=")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .trim();
-    start.parse::<u64>().unwrap() * 512
 }
 
 #[test]
@@ -189,11 +173,7 @@ fn build_writes_verified_stemcells_with_the_official_layout() -> Result<()> {
         "{layout}"
     );
     assert!(parts[1].contains("type=83"), "{layout}");
-    let root_fs = format!(
-        "{}?offset={}",
-        raw.display(),
-        root_partition_offset(&layout)
-    );
+    let root_fs = root_fs_spec(&raw, &layout)?;
     run(Command::new("e2fsck").args(["-f", "-n"]).arg(&root_fs))?;
 
     // Each format is the raw disk, read by qemu-img.

@@ -14,7 +14,7 @@
 mod e2e;
 
 use anyhow::{Context, Result};
-use e2e::{e2e_dir, run, sha256_file, EPOCH};
+use e2e::{e2e_dir, root_fs_spec, run, sha256_file, EPOCH};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -192,23 +192,11 @@ fn differences(a: &BTreeMap<String, Entry>, b: &BTreeMap<String, Entry>) -> Vec<
 /// The root filesystem of a kept raw disk, copied out with debugfs (no mount, no loop device).
 fn dump_root(raw: &Path, into: &Path) -> Result<()> {
     let layout = run(Command::new("sfdisk").arg("-d").arg(raw))?;
-    let line = layout
-        .lines()
-        .find(|l| l.contains("type=83"))
-        .with_context(|| format!("{}: no Linux partition", raw.display()))?;
-    let start: u64 = line
-        .split("start=")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()?;
+    let root_fs = root_fs_spec(raw, &layout)?;
     std::fs::create_dir_all(into)?;
     run(Command::new("debugfs")
         .args(["-R", &format!("rdump / {}", into.display())])
-        .arg(format!("{}?offset={}", raw.display(), start * 512)))?;
+        .arg(root_fs))?;
     Ok(())
 }
 

@@ -89,6 +89,23 @@ pub fn assert_rebuild_identical(first: &Path, again: &Path, names: &[&str]) -> R
     Ok(())
 }
 
+/// The root filesystem of the raw disk `raw` whose `sfdisk -d` output is `layout`, as
+/// e2fsprogs address it without a loop device: `RAW?offset=BYTES` (the Linux partition's start).
+pub fn root_fs_spec(raw: &Path, layout: &str) -> Result<String> {
+    let line = layout
+        .lines()
+        .find(|l| l.contains("type=83"))
+        .with_context(|| format!("{}: no Linux partition", raw.display()))?;
+    let sector: u64 = line
+        .split("start=")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .with_context(|| format!("{}: no start in {line:?}", raw.display()))?
+        .trim()
+        .parse()?;
+    Ok(format!("{}?offset={}", raw.display(), sector * 512))
+}
+
 /// Runs a command; its output on failure names what ran.
 pub fn run(cmd: &mut Command) -> Result<String> {
     let out = cmd
