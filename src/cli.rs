@@ -622,12 +622,6 @@ fn light(a: LightArgs) -> Result<()> {
     } else {
         LightTarget::Openstack(a.image_id.unwrap_or_default())
     };
-    std::fs::create_dir_all(&a.output_dir).with_context(|| {
-        format!(
-            "{}: cannot create the output directory",
-            a.output_dir.display()
-        )
-    })?;
     let w = make_light(&a.from, &target, &a.output_dir, a.force)?;
     println!("{}  {} bytes  sha1 {}", w.path.display(), w.size, w.sha1);
     Ok(())

@@ -14,3 +14,4 @@ pub mod recipe;
 pub mod rootfs;
 pub mod stage;
 pub mod stemcell;
+pub mod tar_errors;

@@ -437,3 +437,80 @@ fn cache_list_and_prune_through_the_cli() {
         "{err}"
     );
 }
+
+/// A file that is not a tar (here a gzipped text file, then plain bytes) given where a
+/// stemcell or an OS image belongs: one line naming the file and the problem, and none of the
+/// file's own bytes (the tar crate's header errors quote them, line breaks included).
+#[test]
+fn files_that_are_not_tars_get_one_line_without_their_bytes() {
+    let t = tempfile::tempdir().unwrap();
+    let text = "root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n";
+    std::fs::write(t.path().join("passwd"), text).unwrap();
+    sh("gzip -k passwd && mv passwd.gz passwd.tgz", t.path());
+    let gz = t.path().join("passwd.tgz");
+    let plain = t.path().join("passwd");
+    let out = t.path().join("out");
+    let cases: Vec<(&str, Vec<&std::ffi::OsStr>)> = vec![
+        ("inspect", vec!["inspect".as_ref(), gz.as_ref()]),
+        ("diff", vec!["diff".as_ref(), gz.as_ref(), gz.as_ref()]),
+        ("boot", vec!["boot".as_ref(), gz.as_ref()]),
+        (
+            "light",
+            vec![
+                "light".as_ref(),
+                "--from".as_ref(),
+                gz.as_ref(),
+                "--image-id".as_ref(),
+                "ami-1".as_ref(),
+                "-o".as_ref(),
+                out.as_ref(),
+            ],
+        ),
+        ("test-image gzip", vec!["test-image".as_ref(), gz.as_ref()]),
+        (
+            "test-image plain",
+            vec!["test-image".as_ref(), plain.as_ref()],
+        ),
+        (
+            "plan",
+            vec![
+                "plan".as_ref(),
+                "--os-image".as_ref(),
+                gz.as_ref(),
+                "--infrastructure".as_ref(),
+                "openstack".as_ref(),
+            ],
+        ),
+    ];
+    for (what, args) in cases {
+        let (ok, _, err) = run(bin().args(&args));
+        let file = args
+            .iter()
+            .find(|a| a.to_string_lossy().contains("passwd"))
+            .unwrap();
+        assert!(!ok, "{what}: accepted");
+        assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        assert!(
+            err.contains(&*file.to_string_lossy()),
+            "{what}: names the file: {err}"
+        );
+        assert!(
+            err.contains("tar") && !err.contains("daemon") && !err.contains("/bin/bash"),
+            "{what}: {err}"
+        );
+    }
+    assert!(!out.exists(), "light left its output directory behind");
+    // The directory is still made once the heavy stemcell is good.
+    let disk = ext4_disk(t.path(), "a", "mkdir etc");
+    let heavy = package(t.path(), &disk, "0.0.1", "raw", PACKAGES_A);
+    let (ok, _, err) = run(bin()
+        .arg("light")
+        .arg("--from")
+        .arg(&heavy)
+        .args(["--image-id", "1234", "-o"])
+        .arg(out.join("new")));
+    assert!(
+        ok && std::fs::read_dir(out.join("new")).unwrap().count() == 1,
+        "{err}"
+    );
+}

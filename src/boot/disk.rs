@@ -6,6 +6,7 @@
 use super::tools::run;
 use crate::recipe::agent_settings::AgentConfig;
 use crate::stemcell::manifest::ManifestView;
+use crate::tar_errors::describe;
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -19,8 +20,8 @@ pub fn read_manifest(stemcell: &Path) -> Result<ManifestView> {
     let mut archive = tar::Archive::new(flate2::read::MultiGzDecoder::new(file));
     let not_stemcell =
         |e: &dyn std::fmt::Display| anyhow!("{}: not a stemcell tarball: {e}", stemcell.display());
-    for entry in archive.entries().map_err(|e| not_stemcell(&e))? {
-        let mut entry = entry.map_err(|e| not_stemcell(&e))?;
+    for entry in archive.entries().map_err(|e| not_stemcell(&describe(&e)))? {
+        let mut entry = entry.map_err(|e| not_stemcell(&describe(&e)))?;
         if entry.path_bytes().as_ref() == b"stemcell.MF" {
             let mut text = String::new();
             entry

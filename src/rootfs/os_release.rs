@@ -3,7 +3,8 @@
 //! OS definitions of `stages/os/` by `ID` (family) and `VERSION_CODENAME` (suite).
 
 use crate::recipe::os;
-use anyhow::{bail, Context, Result};
+use crate::tar_errors::describe;
+use anyhow::{anyhow, bail, Context, Result};
 use std::io::Read;
 use std::path::Path;
 
@@ -25,9 +26,10 @@ pub fn read_from_tarball(tarball: &Path) -> Result<String> {
     let mut usr_lib = None;
     let entries = archive
         .entries()
-        .with_context(|| format!("{name}: not a tar archive"))?;
+        .map_err(|e| anyhow!("{name}: not a tar archive: {}", describe(&e)))?;
     for entry in entries {
-        let mut entry = entry.with_context(|| format!("{name}: truncated or corrupt tarball"))?;
+        let mut entry =
+            entry.map_err(|e| anyhow!("{name}: truncated or corrupt tarball: {}", describe(&e)))?;
         let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         // The import would refuse it anyway; say so here, before anything else is judged.
         if path.split('/').any(|part| part == "..") {

@@ -197,6 +197,9 @@ pub fn make_light(
         .unwrap_or_default()
         .to_string();
     let file_name = light_tarball_name(&name, view.version.as_deref().unwrap_or_default())?;
+    // Made only now: a heavy stemcell refused above leaves no directory behind.
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("{}: cannot create the output directory", out_dir.display()))?;
     let mut out = AtomicOutput::create(&out_dir.join(&file_name), force)?;
     // The heavy's other members, on the same side of `image` as in the heavy tarball.
     let image_at = scan

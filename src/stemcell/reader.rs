@@ -3,6 +3,7 @@
 //! member (its SHA-1, its inner members and the format and virtual size of the disk inside),
 //! optionally extracting the inner disk files (sparse) for a deep check.
 
+use crate::tar_errors::describe;
 use anyhow::{anyhow, bail, Context, Result};
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
@@ -127,11 +128,11 @@ pub fn read_stemcell(path: &Path, extract_to: Option<&Path>) -> Result<Scan> {
     {
         let gz = flate2::read::MultiGzDecoder::new(&mut hashing);
         let mut archive = tar::Archive::new(gz);
-        let entries = archive.entries().map_err(|e| corrupt(&e))?;
+        let entries = archive.entries().map_err(|e| corrupt(&describe(&e)))?;
         for entry in entries {
-            let mut entry = entry.map_err(|e| corrupt(&e))?;
+            let mut entry = entry.map_err(|e| corrupt(&describe(&e)))?;
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let size = entry.header().size().map_err(|e| corrupt(&e))?;
+            let size = entry.header().size().map_err(|e| corrupt(&describe(&e)))?;
             let regular = entry.header().entry_type().is_file();
             if let Some(p) = name_problem(&name) {
                 scan.problems.push(p);
