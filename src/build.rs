@@ -88,16 +88,24 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
     let os = os::load(&req.root, &req.os)?;
     os.definition.for_arch(req.arch, &os.file)?;
     crate::stemcell::naming::check_name_chars("version", &req.version)?;
-    std::fs::create_dir_all(&req.output_dir)
-        .with_context(|| format!("{}: cannot create", req.output_dir.display()))?;
-    std::fs::create_dir_all(&req.work_dir)
-        .with_context(|| format!("{}: cannot create", req.work_dir.display()))?;
-    let mut timings = Vec::new();
-
-    // Build inputs: fetched, digest-checked and staged for the read-only bind.
+    // A tarball already there is refused now, not after every stage and the disk.
+    if !req.force {
+        for infra in &infras {
+            for output in &infra.outputs {
+                let id = infra.stemcell_id(&req.os, req.arch, output);
+                let path = req.output_dir.join(id.tarball_name(&req.version));
+                if path.symlink_metadata().is_ok() {
+                    bail!(
+                        "{}: output exists (use --force to overwrite)",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
     let start = Instant::now();
     let assets = req.root.join("assets");
-    // Every input is chosen (and its flags checked) before any is fetched.
+    // Every input is chosen (and its flags checked) before any is fetched or any directory made.
     let mut chosen = Vec::new();
     for name in inputs::KNOWN_INPUTS.iter().map(|(n, _)| *n) {
         let given = req.inputs.iter().find(|(n, _, _)| *n == name);
@@ -114,6 +122,20 @@ pub fn build(req: &BuildRequest) -> Result<Outcome> {
             chosen.push((spec, location.is_none()));
         }
     }
+    let dirs = [
+        (&req.output_dir, "output directory"),
+        (&req.work_dir, "work directory"),
+    ];
+    for (dir, what) in dirs {
+        crate::output::check_dir_can_be_made(dir, what)?;
+    }
+    for (dir, what) in dirs {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create the {what}", dir.display()))?;
+    }
+    let mut timings = Vec::new();
+
+    // Build inputs: fetched, digest-checked and staged for the read-only bind.
     let mut staged = Vec::new();
     for (spec, pinned) in chosen {
         let fetched = match inputs::fetch(&spec, &req.work_dir.join("inputs")) {

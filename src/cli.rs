@@ -671,6 +671,7 @@ fn verify(a: InspectArgs) -> Result<()> {
 }
 
 fn os_image(a: OsImageArgs) -> Result<()> {
+    use stemcell::output::check_dir_can_be_made;
     use stemcell::recipe::resolve::{project_root, resolve, PlanOptions};
     use stemcell::recipe::stage::Phase;
     use stemcell::rootfs::{export, interrupt};
@@ -697,6 +698,11 @@ fn os_image(a: OsImageArgs) -> Result<()> {
             bail!("{}: output exists (use --force to overwrite)", p.display());
         }
     }
+    // Both directories are judged now: the output's is only made after every stage has run.
+    if let Some(dir) = a.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        check_dir_can_be_made(dir, "output directory")?;
+    }
+    check_dir_can_be_made(&a.work_dir, "work directory")?;
     let options = RunOptions {
         work_dir: absolute(&a.work_dir)?,
         from_stage: a.from_stage.clone(),

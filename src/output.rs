@@ -75,3 +75,40 @@ impl AtomicOutput {
         Ok(())
     }
 }
+
+/// Refuses `dir`, a directory a command will make (or use), when it or its nearest existing
+/// ancestor is not a directory. Checked before the slow work, so a mistyped `-o` or
+/// `--work-dir` stops the run at once instead of at its end; `what` names the flag's role.
+pub fn check_dir_can_be_made(dir: &Path, what: &str) -> Result<()> {
+    let mut next = Some(dir);
+    while let Some(d) = next {
+        if let Ok(meta) = std::fs::metadata(d) {
+            if !meta.is_dir() {
+                bail!("{}: not a directory (the {what})", d.display());
+            }
+            return Ok(());
+        }
+        next = d.parent().filter(|p| !p.as_os_str().is_empty());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod dir_tests {
+    use super::check_dir_can_be_made;
+
+    #[test]
+    fn a_file_on_the_way_to_a_directory_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        check_dir_can_be_made(&t.path().join("new/deeper"), "work directory").unwrap();
+        check_dir_can_be_made(t.path(), "work directory").unwrap();
+        let e = check_dir_can_be_made(&file.join("x/y"), "output directory").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{}: not a directory (the output directory)", file.display())
+        );
+        assert!(check_dir_can_be_made(&file, "work directory").is_err());
+    }
+}

@@ -345,6 +345,71 @@ fn bad_build_inputs_are_refused_with_one_line() -> Result<()> {
         assert!(!tmp.path().join("out").exists() && !tmp.path().join("work").exists());
     }
 
+    // So are a malformed digest, a tarball already there (not after every stage and the disk)
+    // and an output or work directory that is a file.
+    let existing = tmp.path().join("existing");
+    std::fs::create_dir_all(&existing)?;
+    std::fs::write(
+        existing.join("bosh-stemcell-1-openstack-kvm-debian-bookworm-raw.tgz"),
+        "",
+    )?;
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "")?;
+    let (out, work, good) = (
+        tmp.path().join("out"),
+        tmp.path().join("work"),
+        sha256_file(&agent),
+    );
+    for (sha, out_dir, work_dir, expect) in [
+        (
+            "00",
+            &out,
+            &work,
+            "sha256 `00` is not 64 hexadecimal digits",
+        ),
+        (
+            good.as_str(),
+            &existing,
+            &work,
+            "-raw.tgz: output exists (use --force to overwrite)",
+        ),
+        (
+            good.as_str(),
+            &file,
+            &work,
+            "a-file: not a directory (the output directory)",
+        ),
+        (
+            good.as_str(),
+            &out,
+            &file,
+            "a-file: not a directory (the work directory)",
+        ),
+    ] {
+        let mut c = stemcell();
+        c.args([
+            "build",
+            "--version",
+            "1",
+            "--os",
+            "debian-bookworm",
+            "--no-blobstore-clis",
+        ])
+        .args(["--infrastructure", "openstack", "--agent"])
+        .arg(&agent)
+        .args(["--agent-sha256", sha, "--work-dir"])
+        .arg(work_dir)
+        .arg("-o")
+        .arg(out_dir);
+        let e = stderr_of(&mut c);
+        assert!(e.contains(expect), "{e}");
+        assert!(
+            !out.exists() && !work.exists(),
+            "{expect}: left a directory behind"
+        );
+    }
+    assert_eq!(existing.read_dir()?.count(), 1);
+
     let mut c = stemcell();
     base(&mut c);
     c.args(["--infrastructure", "nimbus", "--agent"])

@@ -514,3 +514,42 @@ fn files_that_are_not_tars_get_one_line_without_their_bytes() {
         "{err}"
     );
 }
+
+/// `os-image` judges its output and work directories before the first stage: a file where a
+/// directory must be is one line at once, not a failed export after every stage has run.
+#[test]
+fn os_image_refuses_a_file_where_a_directory_goes_before_building() {
+    let t = tempfile::tempdir().unwrap();
+    let file = t.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let work = t.path().join("work");
+    for (out, work_dir, expect) in [
+        (
+            file.join("os.tgz"),
+            &work,
+            "not a directory (the output directory)",
+        ),
+        (
+            t.path().join("out/os.tgz"),
+            &file,
+            "not a directory (the work directory)",
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let (ok, _, err) = run(bin()
+            .args(["os-image", "--os", "debian-bookworm", "-o"])
+            .arg(&out)
+            .arg("--work-dir")
+            .arg(work_dir));
+        assert!(!ok && err.lines().count() == 1, "{err}");
+        assert!(
+            err.contains(&format!("{}: {expect}", file.display())),
+            "{err}"
+        );
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "refused only after building"
+        );
+        assert!(!work.exists() && !t.path().join("out").exists());
+    }
+}

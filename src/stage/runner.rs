@@ -94,6 +94,7 @@ pub fn run(plan: &Plan, options: &RunOptions) -> Result<Built> {
                 })?,
         ),
     };
+    crate::output::check_dir_can_be_made(&options.work_dir, "work directory")?;
     std::fs::create_dir_all(&options.work_dir).with_context(|| {
         format!(
             "{}: cannot create the work directory",
