@@ -1002,10 +1002,10 @@ pub struct BootArgs {
     #[arg(long, value_enum)]
     pub firmware: Option<BootFirmware>,
     /// Guest memory.
-    #[arg(long, default_value_t = 2048, value_name = "MiB")]
+    #[arg(long, default_value_t = 2048, value_name = "MiB", value_parser = clap::value_parser!(u32).range(256..))]
     pub mem: u32,
     /// Guest CPUs.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=255))]
     pub smp: u32,
     /// How much larger than the image the root disk is.
     #[arg(long, default_value_t = 4, value_name = "GiB")]
@@ -1014,7 +1014,7 @@ pub struct BootArgs {
     #[arg(long, value_name = "GiB")]
     pub ephemeral_disk: Option<u64>,
     /// Seconds before giving up on the agent (or, without --ping, before stopping the VM).
-    #[arg(long, default_value_t = 900, value_name = "S")]
+    #[arg(long, default_value_t = 900, value_name = "S", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// Wait for the agent to answer ping (then get_state) over its HTTPS message bus.
     #[arg(long)]
@@ -1049,6 +1049,17 @@ pub struct BootMetadataArgs {
 }
 
 fn boot(a: BootArgs) -> Result<()> {
+    use stemcell::output::check_dir_can_be_made;
+    // Judged before the disk is read: QEMU would only fail on them after it.
+    if let Some(dir) = &a.work_dir {
+        check_dir_can_be_made(dir, "work directory")?;
+    }
+    if let Some(log) = &a.serial_log {
+        if let Some(dir) = log.parent().filter(|p| !p.as_os_str().is_empty()) {
+            check_dir_can_be_made(dir, "serial log's directory")?;
+        }
+        create_parent(log)?;
+    }
     stemcell::rootfs::interrupt::install();
     let exe = std::env::current_exe().context("cannot find the stemcell binary")?;
     let outcome = stemcell::boot::boot(&stemcell::boot::BootOptions {

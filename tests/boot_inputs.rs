@@ -109,6 +109,52 @@ fn light_and_warden_stemcells_are_refused() {
     assert!(e.contains("missing.tgz"), "{e}");
 }
 
+/// A file where the work directory or the serial log's directory goes, and sizes QEMU cannot
+/// use, are refused before the stemcell's disk is read.
+#[test]
+fn unusable_directories_and_sizes_are_refused_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let sc = fake_stemcell(
+        tmp.path(),
+        "openstack",
+        &manifest("bosh-openstack-kvm-debian-bookworm", "openstack-qcow2"),
+        None,
+    );
+    let sc = sc.to_str().unwrap();
+    let log = file.join("serial.log");
+    let e = refused(&work, &[sc, "--serial-log", log.to_str().unwrap()], None);
+    assert!(
+        e.contains(&format!(
+            "{}: not a directory (the serial log's directory)",
+            file.display()
+        )),
+        "{e}"
+    );
+    let out = stemcell()
+        .args(["boot", sc, "--work-dir"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("not a directory (the work directory)"),
+        "{err}"
+    );
+    for (flag, value) in [("--mem", "0"), ("--smp", "0"), ("--timeout", "0")] {
+        let out = stemcell().args(["boot", sc, flag, value]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(flag),
+            "{flag} {value}: {err}"
+        );
+    }
+}
+
 #[test]
 fn a_missing_qemu_and_a_port_in_use_are_named() {
     let tmp = tempfile::tempdir().unwrap();
