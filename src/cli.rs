@@ -516,6 +516,9 @@ fn package(a: PackageArgs) -> Result<()> {
     use stemcell::stemcell::image::ImageKind;
     use stemcell::stemcell::pack::{pack, ImageSource};
     let infra = infrastructure::load(&infrastructure::default_root(), &a.infrastructure)?;
+    // The OS becomes the manifest's operating_system and the tarball's name: a typo would make
+    // a stemcell no deployment asks for.
+    stemcell::recipe::os::load(&infrastructure::default_root(), &a.os)?;
     if infra.outputs.iter().any(|o| o.image == ImageKind::FilesTar) {
         bail!(
             "{}: the {} image is a tar of the root filesystem and cannot be made from a raw disk; use `stemcell build`",

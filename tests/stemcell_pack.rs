@@ -505,6 +505,18 @@ fn errors_leave_nothing_behind() {
             .contains("valid: aws, azure, cloudstack, google, openstack, vcloud, vsphere, warden"),
         "{err}"
     );
+    // An OS name with a typo would name a stemcell no deployment asks for.
+    let (ok, _, err) = run(&mut package_cmd(
+        "google",
+        "ubuntu-nobel",
+        "1",
+        &t.path().join("disk.raw"),
+        out,
+    ));
+    assert!(
+        !ok && err.contains("unknown OS `ubuntu-nobel`: expected one of"),
+        "{err}"
+    );
     let (ok, _, err) = run(&mut package_cmd(
         "warden",
         "ubuntu-jammy",
