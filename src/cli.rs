@@ -537,6 +537,16 @@ fn package(a: PackageArgs) -> Result<()> {
     // leaves nothing.
     stemcell::stemcell::naming::check_name_chars("version", &a.version)?;
     stemcell::formats::source::RawDisk::open(&a.disk)?;
+    // The architecture names the stemcell and its cloud_properties: it must be the disk's.
+    if let Some(arch) = stemcell::stemcell::filelist::disk_arch(&a.disk) {
+        if arch != a.arch {
+            bail!(
+                "{}: an {arch} disk (its /usr/bin/dash), packed as --arch {}",
+                a.disk.display(),
+                a.arch
+            );
+        }
+    }
     let firmware = if a.firmware == "bios" {
         Firmware::Bios
     } else {

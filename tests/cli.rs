@@ -553,3 +553,49 @@ fn os_image_refuses_a_file_where_a_directory_goes_before_building() {
         assert!(!work.exists() && !t.path().join("out").exists());
     }
 }
+
+/// `package --arch` names the stemcell and its cloud_properties.architecture, so it must be the
+/// disk's own: read from the ELF header of the root filesystem's dash.
+#[test]
+fn package_refuses_an_arch_the_disk_is_not() {
+    if !cfg!(target_arch = "x86_64") {
+        eprintln!("skipped: the test disk's dash is the host's, and this host is not amd64");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let disk = ext4_disk(
+        t.path(),
+        "a",
+        "mkdir -p usr/bin && cp /usr/bin/dash usr/bin/",
+    );
+    let out = t.path().join("out");
+    let (ok, _, err) = run(bin()
+        .args([
+            "package",
+            "--infrastructure",
+            "openstack",
+            "--os",
+            "debian-bookworm",
+        ])
+        .args([
+            "--arch",
+            "arm64",
+            "--version",
+            "1",
+            "--disk-format",
+            "raw",
+            "--disk",
+        ])
+        .arg(&disk)
+        .arg("-o")
+        .arg(&out));
+    assert!(!ok && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("a.raw: an amd64 disk (its /usr/bin/dash), packed as --arch arm64"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    // The disk's own architecture packs.
+    let tgz = package(t.path(), &disk, "1", "raw", "");
+    assert!(tgz.is_file());
+}

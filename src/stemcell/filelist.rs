@@ -5,6 +5,7 @@
 //! reader of the input, not a producer of output).
 
 use super::reader::read_stemcell;
+use crate::recipe::arch::Arch;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -84,6 +85,20 @@ pub fn list_stemcell_files(stemcell: &Path, tmp: &Path) -> Result<BTreeMap<Strin
 /// The root filesystem of a raw disk: the last partition that holds ext4 (the root partition
 /// is the last one), or the whole file when it has no partition table.
 pub fn list_disk(raw: &Path) -> Result<BTreeMap<String, FileInfo>> {
+    list_ext4(&root_filesystem(raw)?)
+}
+
+/// The architecture of a raw disk's root filesystem, from the ELF header of its `dash`; `None`
+/// when the disk holds no ext4 root or no `dash`.
+pub fn disk_arch(raw: &Path) -> Option<Arch> {
+    let fs = root_filesystem(raw).ok()?;
+    ["/usr/bin/dash", "/bin/dash"]
+        .iter()
+        .find_map(|p| fs.read(*p).ok().and_then(|elf| Arch::of_elf(&elf)))
+}
+
+/// The ext4 root filesystem of a raw disk (see [`list_disk`]), read in place.
+fn root_filesystem(raw: &Path) -> Result<ext4_view::Ext4> {
     let mut offsets = partition_offsets(raw)?;
     offsets.reverse();
     offsets.push(0);
@@ -94,7 +109,7 @@ pub fn list_disk(raw: &Path) -> Result<BTreeMap<String, FileInfo>> {
             offset: off,
         });
         match ext4_view::Ext4::load(reader) {
-            Ok(fs) => return list_ext4(&fs),
+            Ok(fs) => return Ok(fs),
             Err(e) => last_error = Some(e),
         }
     }
