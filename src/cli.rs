@@ -711,11 +711,11 @@ fn os_image(a: OsImageArgs) -> Result<()> {
             bail!("{}: output exists (use --force to overwrite)", p.display());
         }
     }
-    // Both directories are judged now: the output's is only made after every stage has run.
+    // The output's directory is judged now, as the runner judges the work directory: it is
+    // only made after every stage has run.
     if let Some(dir) = a.output.parent().filter(|p| !p.as_os_str().is_empty()) {
         check_dir_can_be_made(dir, "output directory")?;
     }
-    check_dir_can_be_made(&a.work_dir, "work directory")?;
     let options = RunOptions {
         work_dir: absolute(&a.work_dir)?,
         from_stage: a.from_stage.clone(),
